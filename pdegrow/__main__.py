@@ -1,0 +1,5 @@
+import sys
+
+from pdegrow.cli import main
+
+sys.exit(main())

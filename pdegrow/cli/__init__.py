@@ -1,0 +1,42 @@
+"""The ``pdegrow`` command line: one module a subcommand, each with ``register``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from pdegrow import __version__
+from pdegrow.errors import PdegrowError
+
+SUBCOMMANDS = ("generate", "info")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pdegrow",
+        description="Generate PDE data sets with FEniCSx and grow neural surrogates for "
+        "the inverse problem. Run 'pdegrow COMMAND --help' for each command.",
+    )
+    parser.add_argument("--version", action="version", version=f"pdegrow {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        importlib.import_module(f"pdegrow.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except PdegrowError as exc:
+        print(f"pdegrow {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"pdegrow {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""The HDF5 data contract between the FEniCSx solvers and the learning side.
+
+One self-describing file per data set (see ``datasets/README.md``):
+
+* root attributes ``schema``, ``schema_version``, ``problem``, ``config``
+  (JSON), ``n_samples``, ``base_seed``, ``versions`` (JSON), ``created``;
+* ``inputs/<name>`` and ``targets/<name>``: first axis = sample, one sample a
+  chunk, gzip-compressed;
+* ``geometry/<name>`` and ``operators/<name>``: arrays that do not depend on
+  the sample (mesh, sensors, discrete operators for physics losses).
+
+This module needs only numpy and h5py, so ``solvers/`` may import it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from pdegrow import __version__
+from pdegrow.errors import DataContractError
+
+SCHEMA = "pdegrow-dataset"
+SCHEMA_VERSION = 1
+SAMPLE_GROUPS = ("inputs", "targets")
+STATIC_GROUPS = ("geometry", "operators")
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that shaped a data set (those importable now)."""
+    versions = {"pdegrow": __version__, "python": platform.python_version(),
+                "numpy": np.__version__, "h5py": h5py.__version__}
+    for name in ("dolfinx", "petsc4py", "mpi4py", "torch"):
+        module = __import__("sys").modules.get(name)
+        if module is not None:
+            versions[name] = getattr(module, "__version__", "?")
+    return versions
+
+
+def create_dataset_file(
+    path: str | os.PathLike,
+    *,
+    problem: str,
+    config: dict[str, Any],
+    n_samples: int,
+    base_seed: int,
+    static: dict[str, np.ndarray],
+    sample_specs: dict[str, tuple[tuple[int, ...], np.dtype]],
+    attrs: dict[str, Any] | None = None,
+) -> h5py.File:
+    """Create a data-set file with its static arrays and empty sample datasets.
+
+    ``static`` maps ``"geometry/…"``/``"operators/…"`` names to arrays;
+    ``sample_specs`` maps ``"inputs/…"``/``"targets/…"`` names to the shape of
+    one sample and its dtype. The file is returned open for writing; the caller
+    fills the sample datasets and calls :func:`mark_complete`.
+    """
+    f = h5py.File(path, "w")
+    f.attrs["schema"] = SCHEMA
+    f.attrs["schema_version"] = SCHEMA_VERSION
+    f.attrs["problem"] = problem
+    f.attrs["config"] = json.dumps(config, sort_keys=True)
+    f.attrs["n_samples"] = int(n_samples)
+    f.attrs["base_seed"] = int(base_seed)
+    f.attrs["versions"] = json.dumps(package_versions(), sort_keys=True)
+    f.attrs["created"] = datetime.now(UTC).isoformat(timespec="seconds")
+    f.attrs["complete"] = False
+    for key, value in (attrs or {}).items():
+        f.attrs[key] = value
+    for name, array in static.items():
+        if name.split("/")[0] not in STATIC_GROUPS:
+            raise ValueError(f"static array {name!r} must live under {STATIC_GROUPS}")
+        f.create_dataset(name, data=np.asarray(array))
+    for name, (shape, dtype) in sample_specs.items():
+        if name.split("/")[0] not in SAMPLE_GROUPS:
+            raise ValueError(f"sample array {name!r} must live under {SAMPLE_GROUPS}")
+        f.create_dataset(
+            name,
+            shape=(n_samples, *shape),
+            dtype=dtype,
+            chunks=(1, *shape) if shape else None,
+            compression="gzip" if shape else None,
+            compression_opts=4 if shape else None,
+            shuffle=bool(shape),
+        )
+    return f
+
+
+def mark_complete(f: h5py.File) -> None:
+    """Flag a data-set file as complete; only then does :func:`open_dataset` accept it."""
+    f.attrs["complete"] = True
+    f.flush()
+
+
+def open_dataset(path: str | os.PathLike, problem: str | None = None) -> h5py.File:
+    """Open a complete pdegrow data set read-only, or raise :class:`DataContractError`.
+
+    ``problem`` (e.g. ``"heat"``) additionally checks the file's problem.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataContractError(f"{path}: no such file")
+    if path.is_dir():
+        raise DataContractError(f"{path}: is a directory, not a pdegrow data set")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise DataContractError(f"{path}: not an HDF5 file ({exc})") from None
+    try:
+        schema = f.attrs.get("schema")
+        if schema != SCHEMA:
+            raise DataContractError(f"{path}: not a pdegrow data set (no '{SCHEMA}' schema attribute)")
+        version = int(f.attrs.get("schema_version", -1))
+        if version != SCHEMA_VERSION:
+            raise DataContractError(
+                f"{path}: schema version {version}, this pdegrow reads version {SCHEMA_VERSION}")
+        if not bool(f.attrs.get("complete", False)):
+            raise DataContractError(f"{path}: incomplete data set (its generation did not finish)")
+        if problem is not None and f.attrs["problem"] != problem:
+            raise DataContractError(
+                f"{path}: holds the {f.attrs['problem']!r} problem, expected {problem!r}")
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def dataset_info(path: str | os.PathLike) -> dict[str, Any]:
+    """What a data-set file holds: problem, schema, config, sample count, dataset shapes."""
+    with open_dataset(path) as f:
+        arrays: dict[str, dict[str, Any]] = {}
+
+        def visit(name: str, obj: Any) -> None:
+            if isinstance(obj, h5py.Dataset):
+                arrays[name] = {"shape": list(obj.shape), "dtype": str(obj.dtype)}
+
+        f.visititems(visit)
+        return {
+            "path": str(path),
+            "problem": str(f.attrs["problem"]),
+            "schema": f"{f.attrs['schema']} v{int(f.attrs['schema_version'])}",
+            "n_samples": int(f.attrs["n_samples"]),
+            "base_seed": int(f.attrs["base_seed"]),
+            "created": str(f.attrs["created"]),
+            "versions": json.loads(f.attrs["versions"]),
+            "config": json.loads(f.attrs["config"]),
+            "file_size_bytes": Path(path).stat().st_size,
+            "datasets": arrays,
+        }
+
+
+def format_info(info: dict[str, Any]) -> str:
+    """A one-screen, human-readable rendering of :func:`dataset_info`."""
+    lines = [
+        f"{info['path']}",
+        f"  problem     {info['problem']}   ({info['schema']})",
+        f"  samples     {info['n_samples']}   base seed {info['base_seed']}",
+        f"  created     {info['created']}   size {info['file_size_bytes'] / 2**20:.2f} MiB",
+        "  versions    " + ", ".join(f"{k} {v}" for k, v in sorted(info["versions"].items())),
+        "  config",
+    ]
+    lines += [f"    {k} = {json.dumps(v)}" for k, v in sorted(info["config"].items())]
+    lines.append("  datasets")
+    width = max(len(n) for n in info["datasets"]) if info["datasets"] else 0
+    for name, spec in sorted(info["datasets"].items()):
+        shape = "×".join(str(s) for s in spec["shape"]) or "scalar"
+        lines.append(f"    {name:<{width}}  {shape:<16} {spec['dtype']}")
+    return "\n".join(lines)
