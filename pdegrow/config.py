@@ -11,11 +11,9 @@ import tomllib
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from pdegrow.errors import PdegrowError
-
-T = TypeVar("T")
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
@@ -78,7 +76,7 @@ def _check_type(name: str, value: Any, hint: Any, source: str) -> Any:
     return value
 
 
-def build_dataclass(cls: type[T], values: dict[str, Any], source: str) -> T:
+def build_dataclass[T](cls: type[T], values: dict[str, Any], source: str) -> T:
     """Instantiate ``cls`` from ``values``, rejecting unknown keys and wrong types.
 
     Missing keys keep the dataclass default. ``source`` names where the values
