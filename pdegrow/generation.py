@@ -221,9 +221,9 @@ def generate(
     0 first, so that its JIT compilation fills the form cache before the other
     ranks compile). ``flush_every`` samples are buffered between part files.
     """
-    if comm is None:
-        from mpi4py import MPI
+    from mpi4py import MPI
 
+    if comm is None:
         comm = MPI.COMM_WORLD
     if n_samples <= 0:
         raise PdegrowError(f"n_samples must be positive, got {n_samples}")
@@ -272,15 +272,15 @@ def generate(
             buffer.clear()
         last_flush = time.monotonic()
 
-    def poll(block_until_all: bool = False) -> None:
+    def poll(wait_for_all: bool = False) -> None:
+        """Rank 0: take the other ranks' progress messages (all of them when ``wait_for_all``)."""
         while True:
-            status_any = comm.iprobe(source=-1, tag=_PROGRESS_TAG) if not block_until_all else True
-            if block_until_all and sum(others_done[1:]) >= sum(counts[1:]):
+            if wait_for_all:
+                if sum(others_done) >= sum(counts[1:]):
+                    return
+            elif not comm.iprobe(source=MPI.ANY_SOURCE, tag=_PROGRESS_TAG):
                 return
-            if not status_any:
-                return
-            msg = comm.recv(source=-1, tag=_PROGRESS_TAG)
-            rank, done = msg
+            rank, done = comm.recv(source=MPI.ANY_SOURCE, tag=_PROGRESS_TAG)
             bar.update(done - others_done[rank])
             others_done[rank] = done
 
@@ -298,7 +298,7 @@ def generate(
             requests.append(comm.isend((comm.rank, k), dest=0, tag=_PROGRESS_TAG))
     flush()
     if comm.rank == 0 and bar is not None and comm.size > 1:
-        poll(block_until_all=True)
+        poll(wait_for_all=True)
     for req in requests:
         req.wait()
     if bar is not None:

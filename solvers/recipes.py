@@ -30,7 +30,9 @@ def load_recipe[T](
             known = ", ".join(available_presets(slug)) or "none"
             raise PdegrowError(f"unknown {slug} preset {preset!r} (available: {known})")
         values, source = read_toml(path), f"preset {preset!r} ({path.name})"
-    values.pop("problem", None)
+    declared = values.pop("problem", None)
+    if declared is not None and declared.replace("_", "-") != slug:
+        raise PdegrowError(f"{source} is a recipe for the {declared!r} problem, not {slug!r}")
     recipe = build_dataclass(cls, values, source)
     if overrides:
         merged = {**values, **overrides}
