@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -212,7 +213,9 @@ class HeatProblem:
 
     name = PROBLEM_NAME
 
-    def __init__(self, recipe: HeatRecipe) -> None:
+    def __init__(self, recipe: HeatRecipe, source: Callable[[Any], Any] | None = None) -> None:
+        """``source`` optionally replaces the recipe's constant f by a UFL expression of
+        the spatial coordinate (used to verify the solver with manufactured solutions)."""
         self.recipe = r = recipe
         self.msh = mesh.create_unit_square(MPI.COMM_SELF, r.nx, r.ny, mesh.CellType.triangle)
         self.V = fem.functionspace(self.msh, ("Lagrange", r.degree))
@@ -222,6 +225,8 @@ class HeatProblem:
         T, v = ufl.TrialFunction(self.V), ufl.TestFunction(self.V)
         self.kappa = fem.Function(self.Q)
         f = fem.Constant(self.msh, PETSc.ScalarType(r.source))
+        if source is not None:
+            f = source(ufl.SpatialCoordinate(self.msh))
         self.a = fem.form(self.kappa * ufl.inner(ufl.grad(T), ufl.grad(v)) * ufl.dx)
         L = fem.form(f * v * ufl.dx)
 

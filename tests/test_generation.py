@@ -1,0 +1,169 @@
+"""The generation driver: MPI ranks, resume after a kill, and bad input (through the CLI)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from conftest import PDEGROW, ROOT, run_cli
+
+from pdegrow.cli import main
+from pdegrow.contract import open_dataset
+from pdegrow.errors import DataContractError
+
+SMALL = ["--preset", "default", "--set", "nx=12", "--set", "ny=12", "--set", "n_sensors=9",
+         "--no-progress"]
+
+
+def assert_same_samples(a: Path, b: Path) -> None:
+    """Every array of two data sets is bitwise equal."""
+    with h5py.File(a) as fa, h5py.File(b) as fb:
+        names: list[str] = []
+        fa.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+        other: list[str] = []
+        fb.visititems(lambda n, o: other.append(n) if isinstance(o, h5py.Dataset) else None)
+        assert sorted(names) == sorted(other)
+        for name in names:
+            np.testing.assert_array_equal(fa[name][...], fb[name][...], err_msg=name)
+        assert fa.attrs["config"] == fb.attrs["config"]
+
+
+def test_one_and_two_ranks_give_identical_files(tmp_path):
+    one, two = tmp_path / "one.h5", tmp_path / "two.h5"
+    run_cli("generate", "heat", *SMALL, "--n-samples", "23", "--out", str(one))
+    proc = run_cli("generate", "heat", *SMALL, "--n-samples", "23", "--out", str(two),
+                   "--flush-every", "4", mpi_ranks=2)
+    assert "ranks         2" in proc.stdout
+    assert_same_samples(one, two)
+    assert not (tmp_path / "two.h5.parts").exists()
+    with open_dataset(two) as f:
+        assert f["targets/log_conductivity"].shape == (23, 13 * 13)
+        assert f.attrs["n_samples"] == 23
+
+
+def test_resume_after_a_kill_gives_the_uninterrupted_file(tmp_path):
+    full, killed = tmp_path / "full.h5", tmp_path / "killed.h5"
+    args = ["generate", "heat", "--preset", "default", "--n-samples", "1500", "--flush-every", "5",
+            "--no-progress"]
+    run_cli(*args, "--out", str(full))
+    parts = tmp_path / "killed.h5.parts"
+    proc = subprocess.Popen([*PDEGROW, *args, "--out", str(killed)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(parts.glob("part-*.h5"))) < 3:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    n_parts = len(list(parts.glob("part-*.h5")))
+    assert 3 <= n_parts < 300, "the run was not killed midway"
+    assert not killed.exists(), "a killed run must not leave a complete-looking file"
+    # without --resume the interrupted run is protected
+    refused = run_cli(*args, "--out", str(killed), check=False)
+    assert refused.returncode == 2 and "--resume" in refused.stderr
+    resumed = run_cli(*args, "--out", str(killed), "--resume")
+    generated = int(resumed.stdout.split("(")[1].split()[0])
+    assert generated <= 1500 - 5 * n_parts
+    assert_same_samples(full, killed)
+
+
+def test_existing_output_needs_overwrite(tmp_path, capsys):
+    out = tmp_path / "d.h5"
+    assert main(["generate", "heat", *SMALL, "--n-samples", "2", "--out", str(out)]) == 0
+    assert main(["generate", "heat", *SMALL, "--n-samples", "2", "--out", str(out)]) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert main(["generate", "heat", *SMALL, "--n-samples", "3", "--out", str(out), "--overwrite"]) == 0
+    with open_dataset(out) as f:
+        assert f.attrs["n_samples"] == 3
+
+
+def test_resume_with_a_different_recipe_is_refused(tmp_path, capsys):
+    out = tmp_path / "d.h5"
+    parts = tmp_path / "d.h5.parts"
+    parts.mkdir()
+    (parts / "manifest.json").write_text(
+        '{"problem": "heat", "config": {}, "n_samples": 2, "base_seed": 0}')
+    assert main(["generate", "heat", *SMALL, "--n-samples", "2", "--out", str(out), "--resume"]) == 2
+    assert "different config" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_corrupt_part_file_is_named(tmp_path, capsys):
+    out = tmp_path / "d.h5"
+    assert main(["generate", "heat", *SMALL, "--n-samples", "2", "--out", str(out)]) == 0
+    parts = tmp_path / "e.h5.parts"
+    parts.mkdir()
+    (parts / "part-x-r00000-000000.h5").write_bytes(b"not hdf5 at all")
+    # a manifest for the same recipe, so only the part file is wrong
+    from pdegrow.generation import _manifest
+    from solvers.heat import load_recipe
+
+    recipe = load_recipe("default", None, {"nx": 12, "ny": 12, "n_sensors": 9, "n_samples": 2})
+    import json
+
+    (parts / "manifest.json").write_text(json.dumps(_manifest("heat", recipe.to_dict(), 2, 0)))
+    assert main(["generate", "heat", *SMALL, "--n-samples", "2", "--out", str(tmp_path / "e.h5"),
+                 "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "part-x-r00000-000000.h5 is corrupt" in err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--preset", "nope"], "unknown heat preset 'nope' (available: default, paper)"),
+        (["--set", "colour=3"], "unknown key colour"),
+        (["--set", "nx=ten"], "nx = 'ten' has the wrong type"),
+        (["--n-samples", "0"], "n_samples must be positive"),
+        (["--set", "nx=2", "--set", "ny=2"], "mesh too coarse for the sensors"),
+        (["--set", 'sensor_layout="given"', "--set", "sensors=[[1.5, 0.5]]"], "lies outside"),
+        (["--config", "/no/such/recipe.toml"], "config file /no/such/recipe.toml does not exist"),
+    ],
+)
+def test_bad_generation_input_gets_one_clear_message(tmp_path, capsys, args, message):
+    out = tmp_path / "d.h5"
+    assert main(["generate", "heat", "--n-samples", "2", *args, "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err
+    assert len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_unwritable_output_and_foreign_files(tmp_path, capsys):
+    assert main(["generate", "heat", *SMALL, "--n-samples", "2", "--out", "/no/such/dir/d.h5"]) == 2
+    assert "directory /no/such/dir does not exist" in capsys.readouterr().err
+    plain = tmp_path / "plain.h5"
+    with h5py.File(plain, "w") as f:
+        f["x"] = np.zeros(3)
+    text = tmp_path / "notes.h5"
+    text.write_text("hello")
+    for path, message in [(plain, "not a pdegrow data set"), (text, "not an HDF5 file"),
+                          (tmp_path / "missing.h5", "no such file")]:
+        assert main(["info", str(path)]) == 2
+        assert message in capsys.readouterr().err
+        with pytest.raises(DataContractError):
+            open_dataset(path)
+
+
+def test_user_errors_print_no_traceback(tmp_path):
+    proc = run_cli("generate", "heat", "--set", "colour=3", "--out", str(tmp_path / "x.h5"), check=False)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("pdegrow generate: error: ")
+
+
+def test_info_reports_shapes_and_config(heat_paper_file, capsys):
+    assert main(["info", str(heat_paper_file), "--json"]) == 0
+    import json
+
+    info = json.loads(capsys.readouterr().out)
+    assert info["problem"] == "heat" and info["n_samples"] == 80 and info["base_seed"] == 3
+    assert info["datasets"]["targets/kl_coefficients"]["shape"] == [80, 12]
+    assert info["datasets"]["geometry/nodes"]["shape"] == [100, 2]
+    assert info["config"]["n_sensors"] == 10
+    assert main(["info", str(heat_paper_file)]) == 0
+    assert "inputs/observations" in capsys.readouterr().out
