@@ -1,0 +1,235 @@
+"""The one growth-strategy interface every method goes through (DESIGN §5).
+
+A strategy answers
+
+* **when** — :meth:`GrowthStrategy.when`, a criterion on the training state
+  (default: the trainer's plateau test for the current phase);
+* **where** and **how** — :meth:`GrowthStrategy.propose` returns a
+  :class:`GrowthProposal` (insert a block at depth t, widen a hidden layer,
+  add an SRL corrector, or a custom action) with the new parameters' initial
+  values, or ``None`` to end training;
+* the **predicted change** of the training loss, carried by the proposal; the
+  trainer measures the realised change (full training loss just before and
+  just after the change) and logs both in a :class:`GrowthEvent`.
+
+The trainer (:mod:`pdegrow.training.trainer`) calls, in order::
+
+    strategy.setup(ctx)                         # once, on a fresh run (not on resume)
+    every epoch: train with model loss + strategy.loss_terms(ctx); validate
+    if strategy.when(ctx):
+        proposal = strategy.propose(ctx)        # None → stop
+        strategy.apply(ctx, proposal)           # default: apply_proposal(ctx.model, proposal)
+        (optimizer synced, realised change measured, GrowthEvent logged)
+        strategy.after_growth(ctx, event)       # e.g. freeze, reschedule regularizer weights
+
+``ctx`` is a :class:`GrowthContext`. A strategy keeps its own progress in
+plain attributes and returns them from :meth:`state_dict` so a resumed run
+continues exactly. Strategies are looked up by name in :data:`STRATEGIES`
+(:func:`register_strategy`) and built from a config dict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import torch
+from torch import nn
+
+from pdegrow.errors import PdegrowError
+
+if TYPE_CHECKING:
+    from pdegrow.models.resnet import GrowableResNet
+
+Action = Literal["insert", "widen", "corrector", "custom"]
+
+
+@dataclass
+class TrainingState:
+    """The training state a strategy's *when* criterion looks at (filled by the trainer)."""
+
+    epoch: int = 0                      # epochs completed in the whole run
+    phase: int = 0                      # growth events so far (phase k trains after event k)
+    phase_epoch: int = 0                # epochs completed in the current phase
+    train_loss: float = float("nan")    # last epoch's mean training objective
+    val_loss: float = float("nan")      # last epoch's validation data loss
+    phase_best_val: float = float("inf")
+    epochs_since_improvement: int = 0   # within the phase, with the trainer's min_delta
+    plateau: bool = False               # patience exhausted in this phase
+    phase_best_vals: list[float] = field(default_factory=list)  # best val of each finished phase
+    max_phase_epochs: int = 100
+
+
+@dataclass
+class GrowthProposal:
+    """Where and how to grow, and the predicted change of the training loss.
+
+    ``insert``: ``block`` goes between x_``depth`` and x_``depth+1``.
+    ``widen``: hidden layer ``layer`` of block ``depth`` gains ``k`` units with
+    ``fan_in`` (k, …), ``bias`` (k,), ``fan_out`` (…, k, …) (None → defaults of
+    :func:`pdegrow.models.blocks.widen_pair`).
+    ``corrector``: ``block`` is appended as an SRL corrector.
+    ``custom``: the strategy's own :meth:`GrowthStrategy.apply` does it.
+    """
+
+    action: Action
+    depth: int | None = None
+    block: nn.Module | None = None
+    layer: int | None = None
+    k: int | None = None
+    fan_in: torch.Tensor | None = None
+    bias: torch.Tensor | None = None
+    fan_out: torch.Tensor | None = None
+    predicted_change: float | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def where(self) -> dict[str, Any]:
+        """JSON description of the location (for logs)."""
+        out: dict[str, Any] = {"action": self.action}
+        for key in ("depth", "layer", "k"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        if self.block is not None and hasattr(self.block, "spec"):
+            out["block"] = self.block.spec()
+        return out
+
+
+@dataclass
+class GrowthEvent:
+    """One growth step as logged (``events.jsonl``) and plotted."""
+
+    epoch: int
+    phase: int
+    strategy: str
+    where: dict[str, Any]
+    predicted_change: float | None
+    loss_before: float
+    loss_after: float
+    n_params_before: int
+    n_params_after: int
+    depth_after: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def realised_change(self) -> float:
+        return self.loss_after - self.loss_before
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["realised_change"] = self.realised_change
+        return d
+
+
+@dataclass
+class GrowthContext:
+    """What a strategy may use: the model, the training state and the trainer's tools.
+
+    ``train_batches()`` iterates over the training set once (device tensors,
+    fixed order, no shuffling); ``batch_loss(batch)`` is the data loss of the
+    current model on a batch (differentiable); ``train_loss()`` the mean data
+    loss over the training set (no grad); ``generator`` a torch.Generator the
+    strategy may draw from (checkpointed with the run); ``data`` the trainer's
+    data bundle (normalisers, operators, input/target shapes).
+    """
+
+    model: GrowableResNet
+    state: TrainingState
+    device: torch.device
+    train_batches: Callable[[], Iterator[Any]]
+    batch_loss: Callable[[Any], torch.Tensor]
+    train_loss: Callable[[], float]
+    generator: torch.Generator
+    data: Any = None
+    events: list[GrowthEvent] = field(default_factory=list)
+
+
+def apply_proposal(model: GrowableResNet, proposal: GrowthProposal) -> None:
+    """Carry out an ``insert``/``widen``/``corrector`` proposal on ``model``."""
+    if proposal.action == "insert":
+        if proposal.block is None or proposal.depth is None:
+            raise ValueError("an insert proposal needs depth and block")
+        model.insert_block(proposal.depth, proposal.block)
+    elif proposal.action == "widen":
+        if proposal.depth is None or proposal.layer is None or proposal.k is None:
+            raise ValueError("a widen proposal needs depth, layer and k")
+        model.widen(proposal.depth, proposal.layer, proposal.k, proposal.fan_in, proposal.bias,
+                    proposal.fan_out)
+    elif proposal.action == "corrector":
+        if proposal.block is None:
+            raise ValueError("a corrector proposal needs block")
+        model.add_corrector(proposal.block)
+    else:
+        raise ValueError(f"action {proposal.action!r} must be applied by its strategy")
+
+
+class GrowthStrategy:
+    """Base class: never grows (the fixed-architecture baseline behaves like this)."""
+
+    name: ClassVar[str] = "base"
+
+    def setup(self, ctx: GrowthContext) -> None:
+        """Called once at the start of a fresh run (not on resume)."""
+
+    def when(self, ctx: GrowthContext) -> bool:
+        """Default criterion: the current phase plateaued or ran its maximum epochs."""
+        s = ctx.state
+        return s.plateau or s.phase_epoch >= s.max_phase_epochs
+
+    def propose(self, ctx: GrowthContext) -> GrowthProposal | None:
+        """Where/how to grow, or None to stop training."""
+        return None
+
+    def apply(self, ctx: GrowthContext, proposal: GrowthProposal) -> None:
+        """Change the model (default: :func:`apply_proposal`)."""
+        apply_proposal(ctx.model, proposal)
+
+    def after_growth(self, ctx: GrowthContext, event: GrowthEvent) -> None:
+        """Called after the optimizer was synced and the event logged."""
+
+    def loss_terms(self, ctx: GrowthContext) -> list[nn.Module]:
+        """Extra loss terms (see :mod:`pdegrow.regularizers`) active in the current phase."""
+        return []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+STRATEGIES: dict[str, type[GrowthStrategy]] = {}
+
+
+def register_strategy[S: type[GrowthStrategy]](cls: S) -> S:
+    """Class decorator: make a strategy available by ``cls.name`` in configs."""
+    STRATEGIES[cls.name] = cls
+    return cls
+
+
+def build_strategy(name: str, options: dict[str, Any]) -> GrowthStrategy:
+    """Instantiate a registered strategy from config options (unknown options are errors)."""
+    import pdegrow.growth  # noqa: F401  (registers the built-in strategies)
+
+    if name not in STRATEGIES:
+        import importlib
+
+        try:  # a strategy module named like the strategy (e.g. pdegrow/growth/topological.py)
+            importlib.import_module(f"pdegrow.growth.{name}")
+        except ModuleNotFoundError:
+            pass
+    if name not in STRATEGIES:
+        raise PdegrowError(f"unknown growth strategy {name!r} (known: {', '.join(sorted(STRATEGIES))})")
+    cls = STRATEGIES[name]
+    import inspect
+
+    params = inspect.signature(cls.__init__).parameters
+    unknown = sorted(k for k in options if k not in params)
+    if unknown:
+        valid = sorted(k for k in params if k != "self")
+        raise PdegrowError(f"[growth] unknown option(s) {', '.join(unknown)} for strategy {name!r} "
+                           f"(valid: {', '.join(valid)})")
+    try:
+        return cls(**options)
+    except TypeError as exc:
+        raise PdegrowError(f"[growth] bad options for strategy {name!r}: {exc}") from None

@@ -1,0 +1,31 @@
+"""Growable networks: blocks, the residual network, optimizers that survive growth.
+
+See :mod:`pdegrow.models.resnet` for the stable interface growth strategies use.
+"""
+
+from pdegrow.models.activations import make_activation, silu_tanh
+from pdegrow.models.blocks import (
+    BLOCK_REGISTRY,
+    ConvBlock,
+    ConvHead,
+    ConvLift,
+    ConvPerceptronBlock,
+    LinearHead,
+    LinearLift,
+    MLPBlock,
+    MLPCorrector,
+    PerceptronBlock,
+    SpecModule,
+    build_module,
+    register_block,
+    widen_pair,
+)
+from pdegrow.models.optim import make_optimizer, sync_optimizer
+from pdegrow.models.resnet import GrowableResNet
+
+__all__ = [
+    "BLOCK_REGISTRY", "ConvBlock", "ConvHead", "ConvLift", "ConvPerceptronBlock", "GrowableResNet",
+    "LinearHead", "LinearLift", "MLPBlock", "MLPCorrector", "PerceptronBlock", "SpecModule",
+    "build_module", "make_activation", "make_optimizer", "register_block", "silu_tanh",
+    "sync_optimizer", "widen_pair",
+]

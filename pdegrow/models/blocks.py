@@ -1,0 +1,394 @@
+"""The building blocks of a growable residual network, each serialisable.
+
+Every module here has a class attribute ``kind`` and a :meth:`spec` that
+returns ``{"kind": …, **constructor kwargs}``; :func:`build_module` rebuilds
+an (untrained) module from a spec, so an architecture is plain JSON and a
+checkpoint can restore a grown network exactly. New block types (e.g. from a
+growth strategy) join with the :func:`register_block` decorator.
+
+Residual branches g (the network applies x_{t+1} = x_t + g(x_t)):
+
+* :class:`PerceptronBlock`  g(x) = σ(s·(W x + b))           (vectors)
+* :class:`MLPBlock`         g(x) = L_k σ(… σ(L_1 x))         (vectors, widenable)
+* :class:`ConvPerceptronBlock` g(x) = σ(s·(K * x + b))      (fields, "same" padding)
+* :class:`ConvBlock`        g(x) = C_k σ(… σ(C_1 x))         (fields, widenable)
+
+With W = b = 0 (``zero_init``) and σ(0) = 0 a perceptron block is the
+identity map of the residual stream (Approach I; Net2DeeperNet); with
+σ = ``silu_tanh`` and s = ε it is the admissible block of Approach II.
+Lifts (input → x₀), heads (x_L → output) and SRL correctors live here too.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from pdegrow.errors import PdegrowError
+from pdegrow.models.activations import make_activation
+
+BLOCK_REGISTRY: dict[str, type[SpecModule]] = {}
+
+
+def register_block[M: type[nn.Module]](cls: M) -> M:
+    """Class decorator: make ``cls`` (a :class:`SpecModule` with a unique ``kind``) rebuildable."""
+    kind = cls.kind  # type: ignore[attr-defined]
+    if kind in BLOCK_REGISTRY and BLOCK_REGISTRY[kind] is not cls:
+        raise ValueError(f"block kind {kind!r} registered twice")
+    BLOCK_REGISTRY[kind] = cls  # type: ignore[assignment]
+    return cls
+
+
+def build_module(spec: dict[str, Any]) -> nn.Module:
+    """Instantiate a registered module from its :meth:`SpecModule.spec` (weights not included)."""
+    spec = dict(spec)
+    kind = spec.pop("kind", None)
+    if kind not in BLOCK_REGISTRY:
+        raise PdegrowError(f"unknown block kind {kind!r} (known: {', '.join(sorted(BLOCK_REGISTRY))})")
+    return BLOCK_REGISTRY[kind](**spec)
+
+
+class SpecModule(nn.Module):
+    """A module that can describe itself as JSON: ``kind`` + constructor kwargs."""
+
+    kind: ClassVar[str] = "abstract"
+
+    def spec(self) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def zero_init(self) -> None:
+        """Make the module's output identically zero (where it can be)."""
+        raise NotImplementedError(f"{type(self).__name__} has no zero initialisation")
+
+
+def _set_param(param: nn.Parameter, value: torch.Tensor) -> None:
+    """Give ``param`` a new (larger) tensor, keeping the Parameter object (the optimizer's state key).
+
+    Uses ``torch.utils.swap_tensors`` (also fixes autograd's cached metadata);
+    falls back to ``.data`` assignment when the tensor is still referenced by a
+    live autograd graph — do not backpropagate through graphs built before a
+    widening. Any stale ``.grad`` is dropped.
+    """
+    value = value.to(device=param.device, dtype=param.dtype).contiguous()
+    param.grad = None
+    try:
+        torch.utils.swap_tensors(param, nn.Parameter(value, requires_grad=param.requires_grad))
+    except RuntimeError:
+        param.data = value
+
+
+def _fresh_rows(shape: tuple[int, ...], fan_in: int, like: torch.Tensor) -> torch.Tensor:
+    bound = 1.0 / math.sqrt(max(fan_in, 1))
+    return torch.empty(shape, device=like.device, dtype=like.dtype).uniform_(-bound, bound)
+
+
+def widen_pair(first: nn.Module, second: nn.Module, k: int, fan_in: torch.Tensor | None,
+               bias: torch.Tensor | None, fan_out: torch.Tensor | None) -> None:
+    """Add ``k`` units between two linear/conv layers: k new output rows of ``first``
+    (``fan_in``, ``bias``) and k new input columns of ``second`` (``fan_out``).
+
+    Defaults: ``fan_in`` uniform(±1/√fan_in) like PyTorch's init, ``bias`` 0,
+    ``fan_out`` 0 — so the function is unchanged and the new units receive
+    gradient. New entries are appended after the old ones, so the old
+    parameters are the leading slice of the new ones.
+    """
+    w1 = first.weight
+    rows_shape = (k, *w1.shape[1:])
+    if fan_in is None:
+        fan_in = _fresh_rows(rows_shape, int(w1[0].numel()), w1)
+    if tuple(fan_in.shape) != rows_shape:
+        raise ValueError(f"fan_in has shape {tuple(fan_in.shape)}, expected {rows_shape}")
+    _set_param(w1, torch.cat([w1.data, fan_in.to(w1)], 0))
+    if first.bias is not None:
+        b = torch.zeros(k, device=w1.device, dtype=w1.dtype) if bias is None else bias.to(w1)
+        _set_param(first.bias, torch.cat([first.bias.data, b], 0))
+    w2 = second.weight
+    cols_shape = (w2.shape[0], k, *w2.shape[2:])
+    if fan_out is None:
+        fan_out = torch.zeros(cols_shape, device=w2.device, dtype=w2.dtype)
+    if tuple(fan_out.shape) != cols_shape:
+        raise ValueError(f"fan_out has shape {tuple(fan_out.shape)}, expected {cols_shape}")
+    _set_param(w2, torch.cat([w2.data, fan_out.to(w2)], 1))
+    for attr in ("out_features", "out_channels"):
+        if hasattr(first, attr):
+            setattr(first, attr, getattr(first, attr) + k)
+    if hasattr(second, "in_features"):
+        second.in_features += k
+    if hasattr(second, "in_channels"):
+        second.in_channels += k
+
+
+class _Stack(SpecModule):
+    """Shared code of the widenable multi-layer blocks: ``self.layers`` with σ between."""
+
+    layers: nn.ModuleList
+    hidden: list[int]
+
+    def _run(self, x: torch.Tensor, act: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        n = len(self.layers)
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < n - 1:
+                x = act(x)
+        return x
+
+    def zero_init(self) -> None:
+        nn.init.zeros_(self.layers[-1].weight)
+        if self.layers[-1].bias is not None:
+            nn.init.zeros_(self.layers[-1].bias)
+
+    def widen(self, layer: int, k: int, fan_in: torch.Tensor | None = None,
+              bias: torch.Tensor | None = None, fan_out: torch.Tensor | None = None) -> None:
+        """Add ``k`` units to hidden layer ``layer`` (0-based); see :func:`widen_pair`."""
+        if not 0 <= layer < len(self.hidden):
+            raise ValueError(
+                f"{type(self).__name__} has hidden layers 0..{len(self.hidden) - 1}, not {layer}")
+        if k < 1:
+            raise ValueError("widen by k >= 1 units")
+        widen_pair(self.layers[layer], self.layers[layer + 1], k, fan_in, bias, fan_out)
+        self.hidden[layer] += k
+
+    def last_layer(self) -> nn.Module:
+        return self.layers[-1]
+
+
+@register_block
+class PerceptronBlock(SpecModule):
+    """g(x) = σ(s·(W x + b)), W ∈ R^{n×n}: the one-layer residual branch.
+
+    ``scale`` s is a fixed (non-trained) buffer: ε of Approach II, 1 otherwise.
+    """
+
+    kind = "perceptron"
+
+    def __init__(self, width: int, activation: str = "tanh", scale: float = 1.0, bias: bool = True):
+        super().__init__()
+        self.width, self.activation_name, self.use_bias = int(width), activation, bias
+        self.linear = nn.Linear(width, width, bias=bias)
+        self.act = make_activation(activation)
+        self.register_buffer("scale", torch.tensor(float(scale)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.scale * self.linear(x))
+
+    def zero_init(self) -> None:
+        nn.init.zeros_(self.linear.weight)
+        if self.linear.bias is not None:
+            nn.init.zeros_(self.linear.bias)
+
+    def last_layer(self) -> nn.Module:
+        return self.linear
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": self.kind, "width": self.width, "activation": self.activation_name,
+                "scale": float(self.scale), "bias": self.use_bias}
+
+
+@register_block
+class MLPBlock(_Stack):
+    """g(x) = L_k σ(… σ(L_1 x)), widths n → hidden[0] → … → hidden[-1] → n."""
+
+    kind = "mlp"
+
+    def __init__(self, width: int, hidden: list[int] | tuple[int, ...] = (64,), activation: str = "tanh"):
+        super().__init__()
+        self.width, self.hidden, self.activation_name = int(width), [int(h) for h in hidden], activation
+        sizes = [self.width, *self.hidden, self.width]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+        self.act = make_activation(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x, self.act)
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": self.kind, "width": self.width, "hidden": list(self.hidden),
+                "activation": self.activation_name}
+
+
+def _conv(cin: int, cout: int, kernel_size: int, padding_mode: str) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, kernel_size, padding=kernel_size // 2, padding_mode=padding_mode)
+
+
+@register_block
+class ConvPerceptronBlock(SpecModule):
+    """g(x) = σ(s·(K * x + b)), a ``channels → channels`` convolution with "same" padding."""
+
+    kind = "conv_perceptron"
+
+    def __init__(self, channels: int, kernel_size: int = 3, activation: str = "tanh", scale: float = 1.0,
+                 padding_mode: str = "zeros"):
+        super().__init__()
+        self.channels, self.kernel_size = int(channels), int(kernel_size)
+        self.activation_name, self.padding_mode = activation, padding_mode
+        self.conv = _conv(channels, channels, kernel_size, padding_mode)
+        self.act = make_activation(activation)
+        self.register_buffer("scale", torch.tensor(float(scale)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.scale * self.conv(x))
+
+    def zero_init(self) -> None:
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+
+    def last_layer(self) -> nn.Module:
+        return self.conv
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": self.kind, "channels": self.channels, "kernel_size": self.kernel_size,
+                "activation": self.activation_name, "scale": float(self.scale),
+                "padding_mode": self.padding_mode}
+
+
+@register_block
+class ConvBlock(_Stack):
+    """g(x) = C_k σ(… σ(C_1 x)), channels c → hidden[0] → … → c, "same" padding."""
+
+    kind = "conv"
+
+    def __init__(self, channels: int, hidden: list[int] | tuple[int, ...] = (32,), kernel_size: int = 3,
+                 activation: str = "gelu", padding_mode: str = "zeros"):
+        super().__init__()
+        self.channels, self.hidden = int(channels), [int(h) for h in hidden]
+        self.kernel_size, self.activation_name, self.padding_mode = int(kernel_size), activation, padding_mode
+        sizes = [self.channels, *self.hidden, self.channels]
+        self.layers = nn.ModuleList(_conv(a, b, kernel_size, padding_mode)
+                                    for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+        self.act = make_activation(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x, self.act)
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": self.kind, "channels": self.channels, "hidden": list(self.hidden),
+                "kernel_size": self.kernel_size, "activation": self.activation_name,
+                "padding_mode": self.padding_mode}
+
+
+# ---------------------------------------------------------------- lifts and heads
+
+
+@register_block
+class LinearLift(SpecModule):
+    """x₀ = σ(W y + b) for a vector input y (any trailing shape is flattened)."""
+
+    kind = "linear_lift"
+
+    def __init__(self, in_features: int, width: int, activation: str = "tanh"):
+        super().__init__()
+        self.in_features, self.width, self.activation_name = int(in_features), int(width), activation
+        self.linear = nn.Linear(self.in_features, self.width)
+        self.act = make_activation(activation)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.act(self.linear(y.flatten(1)))
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": self.kind, "in_features": self.in_features, "width": self.width,
+                "activation": self.activation_name}
+
+
+@register_block
+class LinearHead(SpecModule):
+    """output = W x_L + b, reshaped to ``out_shape``."""
+
+    kind = "linear_head"
+
+    def __init__(self, width: int, out_shape: list[int] | tuple[int, ...]):
+        super().__init__()
+        self.width, self.out_shape = int(width), [int(s) for s in out_shape]
+        self.linear = nn.Linear(self.width, math.prod(self.out_shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x).reshape(x.shape[0], *self.out_shape)
+
+    def zero_init(self) -> None:
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": self.kind, "width": self.width, "out_shape": list(self.out_shape)}
+
+
+@register_block
+class ConvLift(SpecModule):
+    """x₀ = σ(K * y + b): fields (B, C_in, H, W) → (B, width, H, W)."""
+
+    kind = "conv_lift"
+
+    def __init__(self, in_channels: int, width: int, kernel_size: int = 3, activation: str = "gelu",
+                 padding_mode: str = "zeros"):
+        super().__init__()
+        self.in_channels, self.width, self.kernel_size = int(in_channels), int(width), int(kernel_size)
+        self.activation_name, self.padding_mode = activation, padding_mode
+        self.conv = _conv(self.in_channels, self.width, self.kernel_size, padding_mode)
+        self.act = make_activation(activation)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv(y))
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": self.kind, "in_channels": self.in_channels, "width": self.width,
+                "kernel_size": self.kernel_size, "activation": self.activation_name,
+                "padding_mode": self.padding_mode}
+
+
+@register_block
+class ConvHead(SpecModule):
+    """output = K * x_L + b with a ``kernel_size`` convolution: (B, width, H, W) → (B, C_out, H, W)."""
+
+    kind = "conv_head"
+
+    def __init__(self, width: int, out_channels: int, kernel_size: int = 1, padding_mode: str = "zeros"):
+        super().__init__()
+        self.width, self.out_channels, self.kernel_size = int(width), int(out_channels), int(kernel_size)
+        self.padding_mode = padding_mode
+        self.conv = _conv(self.width, self.out_channels, self.kernel_size, padding_mode)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+    def zero_init(self) -> None:
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": self.kind, "width": self.width, "out_channels": self.out_channels,
+                "kernel_size": self.kernel_size, "padding_mode": self.padding_mode}
+
+
+# ---------------------------------------------------------------- SRL correctors
+
+
+@register_block
+class MLPCorrector(_Stack):
+    """Q(y) = s · L_k σ(… σ(L_1 y)): a small network on the *input* y, added to the output.
+
+    Used by sequential residual learning; ``scale`` s (a buffer) is the RMS of the
+    residual it is fitted to, so the network itself fits an O(1) target.
+    ``zero_init`` makes Q ≡ 0, so appending a corrector keeps the function.
+    """
+
+    kind = "mlp_corrector"
+
+    def __init__(self, in_features: int, out_shape: list[int] | tuple[int, ...],
+                 hidden: list[int] | tuple[int, ...] = (32, 32), activation: str = "tanh",
+                 scale: float = 1.0):
+        super().__init__()
+        self.in_features, self.out_shape = int(in_features), [int(s) for s in out_shape]
+        self.hidden, self.activation_name = [int(h) for h in hidden], activation
+        sizes = [self.in_features, *self.hidden, math.prod(self.out_shape)]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+        self.act = make_activation(activation)
+        self.register_buffer("scale", torch.tensor(float(scale)))
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return (self.scale * self._run(y.flatten(1), self.act)).reshape(y.shape[0], *self.out_shape)
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": self.kind, "in_features": self.in_features, "out_shape": list(self.out_shape),
+                "hidden": list(self.hidden), "activation": self.activation_name, "scale": float(self.scale)}
