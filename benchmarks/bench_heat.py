@@ -25,11 +25,12 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+from mpi4py import MPI  # noqa: E402, F401  (before dolfinx)
+
 import dolfinx.fem.petsc  # noqa: E402
 import numpy as np  # noqa: E402
 import ufl  # noqa: E402
 from dolfinx import fem  # noqa: E402
-from mpi4py import MPI  # noqa: E402, F401  (before dolfinx)
 
 from solvers.heat import HeatProblem, load_recipe  # noqa: E402
 

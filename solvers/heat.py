@@ -29,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from mpi4py import MPI  # before dolfinx / petsc4py (isort section "mpi")
+
 import dolfinx.fem.petsc
 import numpy as np
 import scipy.linalg
@@ -36,7 +38,6 @@ import scipy.sparse
 import scipy.sparse.linalg
 import ufl
 from dolfinx import fem, geometry, mesh
-from mpi4py import MPI  # noqa: I001  (before dolfinx / petsc4py)
 from petsc4py import PETSc
 
 from pdegrow.errors import PdegrowError
@@ -328,6 +329,10 @@ class HeatProblem:
         dolfinx.fem.petsc.assemble_matrix(self.A, self.a, bcs=[self.bc])
         self.A.assemble()
         self.ksp.solve(self.b, self.T.x.petsc_vec)
+        if (reason := self.ksp.getConvergedReason()) < 0:
+            raise PdegrowError(
+                f"heat solve failed (PETSc KSP reason {reason}); max |m| = {np.abs(m).max():.3g}: "
+                "is the prior variance so large that e^m over- or underflows?")
         return self.T.x.array.copy()
 
     def solve(self, index: int, rng: np.random.Generator) -> dict[str, np.ndarray]:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
+from mpi4py import MPI  # noqa: F401  (before dolfinx)
+
 import h5py
 import numpy as np
 import pytest
 import ufl
 from dolfinx import fem
-from mpi4py import MPI  # noqa: F401  (before dolfinx)
 
 from pdegrow.errors import PdegrowError
 from solvers.heat import (
@@ -165,3 +166,11 @@ def test_noise_is_relative_and_of_the_stated_level(heat_paper_file):
 def test_bad_recipe_values_are_rejected(changes, message):
     with pytest.raises(PdegrowError, match=message):
         dataclasses.replace(small(), **changes)
+
+
+def test_a_failed_solve_is_reported_not_returned():
+    problem = HeatProblem(small())
+    m = np.zeros(len(problem.nodes))
+    m[:] = -800.0  # e^m underflows to 0: a singular matrix
+    with pytest.raises(PdegrowError, match="heat solve failed"):
+        problem.solve_temperature(m)
