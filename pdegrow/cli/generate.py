@@ -8,6 +8,7 @@ import os
 import sys
 
 from pdegrow.config import parse_overrides
+from pdegrow.errors import PdegrowError
 
 PROBLEMS = {"heat": "solvers.heat", "navier-stokes": "solvers.navier_stokes"}
 
@@ -33,6 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", dest="overrides",
                    help="override one recipe key (repeatable), e.g. --set nx=16")
     p.add_argument("--n-samples", type=int, help="number of samples (default: the recipe's)")
+    p.add_argument("--resolution", type=int, metavar="N",
+                   help="grid resolution, same as --set resolution=N (navier-stokes)")
+    p.add_argument("--final-time", type=float, metavar="T",
+                   help="final time, same as --set final_time=T (navier-stokes)")
     p.add_argument("--seed", type=int, help="base seed; sample i uses (seed, i) (default: the recipe's)")
     p.add_argument("--out", required=True, metavar="FILE", help="output HDF5 file")
     p.add_argument("--resume", action="store_true", help="finish an interrupted run of the same recipe")
@@ -53,7 +58,17 @@ def run(args: argparse.Namespace) -> int:
     from pdegrow.generation import generate
 
     solver = importlib.import_module(PROBLEMS[args.problem])
-    recipe = solver.load_recipe(args.preset, args.config, parse_overrides(args.overrides))
+    overrides = parse_overrides(args.overrides)
+    flags = {"resolution": args.resolution, "final_time": args.final_time}
+    if any(v is not None for v in flags.values()):
+        keys = {f.name for f in dataclasses.fields(solver.load_recipe(args.preset, args.config, {}))}
+        for key, value in flags.items():
+            if value is not None:
+                if key not in keys:
+                    raise PdegrowError(f"--{key.replace('_', '-')} does not apply to the {args.problem} "
+                                       f"problem (its recipe has no {key!r} key)")
+                overrides[key] = value
+    recipe = solver.load_recipe(args.preset, args.config, overrides)
     recipe = dataclasses.replace(
         recipe,
         n_samples=args.n_samples if args.n_samples is not None else recipe.n_samples,
