@@ -81,16 +81,18 @@ def create_dataset_file(
     for name, (shape, dtype) in sample_specs.items():
         if name.split("/")[0] not in SAMPLE_GROUPS:
             raise ValueError(f"sample array {name!r} must live under {SAMPLE_GROUPS}")
-        f.create_dataset(
-            name,
-            shape=(n_samples, *shape),
-            dtype=dtype,
-            chunks=(1, *shape) if shape else None,
-            compression="gzip" if shape else None,
-            compression_opts=4 if shape else None,
-            shuffle=bool(shape),
-        )
+        f.create_dataset(name, shape=(n_samples, *shape), dtype=dtype, **sample_storage(shape))
     return f
+
+
+def sample_storage(shape: tuple[int, ...]) -> dict[str, Any]:
+    """h5py storage options of a per-sample array: one sample a chunk, shuffle + gzip.
+
+    Part files use the same options, so merging them copies compressed chunks as they are.
+    """
+    if not shape:
+        return {}
+    return {"chunks": (1, *shape), "compression": "gzip", "compression_opts": 4, "shuffle": True}
 
 
 def mark_complete(f: h5py.File) -> None:

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import h5py
 import numpy as np
 
-from pdegrow.contract import create_dataset_file, mark_complete
+from pdegrow.contract import create_dataset_file, mark_complete, sample_storage
 from pdegrow.errors import DataContractError, PdegrowError
 
 _PROGRESS_TAG = 7301
@@ -94,7 +94,8 @@ def write_part(path: Path, indices: list[int], samples: list[dict[str, np.ndarra
     with h5py.File(tmp, "w") as f:
         f.create_dataset("indices", data=np.asarray(indices, dtype=np.int64))
         for name in samples[0]:
-            f.create_dataset(name, data=np.stack([s[name] for s in samples]))
+            rows = np.stack([s[name] for s in samples])
+            f.create_dataset(name, data=rows, **sample_storage(rows.shape[1:]))
         f.attrs["complete"] = True
     os.replace(tmp, path)
 
@@ -177,13 +178,24 @@ def _merge(out: Path, problem: ForwardProblem, manifest: dict[str, Any]) -> None
                     raise DataContractError(f"part file {part} repeats samples already merged")
                 seen[idx] = True
                 for name in problem.sample_specs():
-                    f[name][idx] = p[name][...][order]
+                    _copy_rows(p[name], f[name], order, idx)
         if not seen.all():
             missing = np.flatnonzero(~seen)
             raise DataContractError(f"samples {missing[:10].tolist()} … are missing from {parts}")
         mark_complete(f)
     os.replace(tmp, out)
     shutil.rmtree(parts)
+
+
+def _copy_rows(src: h5py.Dataset, dst: h5py.Dataset, rows: np.ndarray, targets: np.ndarray) -> None:
+    """dst[targets[k]] = src[rows[k]]; one-sample chunks are copied still compressed."""
+    if src.chunks is None or src.chunks != dst.chunks or src.compression != dst.compression:
+        dst[targets] = src[...][rows]
+        return
+    tail = (0,) * (src.ndim - 1)
+    for row, target in zip(rows, targets, strict=True):
+        mask, chunk = src.id.read_direct_chunk((int(row), *tail))
+        dst.id.write_direct_chunk((int(target), *tail), chunk, mask)
 
 
 def _collective(comm: Any, func: Callable[[], Any]) -> Any:
