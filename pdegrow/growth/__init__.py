@@ -11,6 +11,9 @@ from pdegrow.growth.base import (
     build_strategy,
     register_strategy,
 )
+from pdegrow.growth.fixed import FixedStrategy
+from pdegrow.growth.layerwise import LayerwiseStrategy
 
-__all__ = ["STRATEGIES", "GrowthContext", "GrowthEvent", "GrowthProposal", "GrowthStrategy",
+__all__ = ["STRATEGIES", "FixedStrategy", "LayerwiseStrategy",
+           "GrowthContext", "GrowthEvent", "GrowthProposal", "GrowthStrategy",
            "TrainingState", "apply_proposal", "build_strategy", "register_strategy"]

@@ -130,7 +130,8 @@ class GrowthContext:
     current model on a batch (differentiable); ``train_loss()`` the mean data
     loss over the training set (no grad); ``generator`` a torch.Generator the
     strategy may draw from (checkpointed with the run); ``data`` the trainer's
-    data bundle (normalisers, operators, input/target shapes).
+    data bundle (normalisers, operators, input/target shapes); ``regularizers``
+    a kit that makes manifold/sparsity terms with the configured weights.
     """
 
     model: GrowableResNet
@@ -142,6 +143,7 @@ class GrowthContext:
     generator: torch.Generator
     data: Any = None
     events: list[GrowthEvent] = field(default_factory=list)
+    regularizers: Any = None    # a pdegrow.regularizers.kit.RegularizerKit
 
 
 def apply_proposal(model: GrowableResNet, proposal: GrowthProposal) -> None:

@@ -1,0 +1,1 @@
+"""Training: configs, the one trainer, evaluation."""

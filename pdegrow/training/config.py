@@ -1,0 +1,153 @@
+"""Training configs (TOML) → typed sections; every unknown key is an error.
+
+A training config has the sections ``[run]``, ``[data]``, ``[model]``,
+``[optim]``, ``[train]``, ``[regularizers]`` and ``[growth]`` (``strategy``
+plus that strategy's own options, checked by the strategy). Any section may
+be left out (defaults below). ``--set section.key=value`` overrides a key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pdegrow.config import build_dataclass, read_toml
+from pdegrow.errors import PdegrowError
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["float32", "float64"] = "float32"
+    mixed_precision: bool = False          # bfloat16 autocast, CUDA only
+    progress: bool = True
+    checkpoint_every: int = 1              # epochs
+    threads: int = 0                       # torch CPU threads (0 = leave as is)
+
+
+@dataclass
+class DataConfig:
+    problem: str = "heat"                  # the file's problem must match ("" = any)
+    input: str = "inputs/observations"
+    target: str = "targets/kl_coefficients"
+    aux: list[str] = field(default_factory=lambda: ["targets/temperature", "targets/log_conductivity"])
+    n_train: int = 50
+    n_val: int = 10
+    n_test: int = -1                       # -1: all remaining samples
+    split_seed: int = 0
+    noisy_copies: int = 0                  # extra noisy copies of each training input
+    clean_input: str = "inputs/observations_clean"
+    normalize_inputs: Literal["feature", "scalar", "none"] = "feature"
+    normalize_targets: Literal["feature", "scalar", "none"] = "feature"
+    in_memory: Literal["auto", "yes", "no"] = "auto"
+    memory_limit_mb: float = 2048.0
+
+
+@dataclass
+class ModelConfig:
+    kind: Literal["mlp", "conv"] = "mlp"
+    width: int = 50
+    depth: int = 1                         # residual blocks at the start
+    block: str = "perceptron"
+    hidden: list[int] = field(default_factory=lambda: [64])   # for mlp/conv blocks
+    activation: str = "tanh"
+    kernel_size: int = 3
+    padding_mode: Literal["zeros", "circular", "reflect", "replicate"] = "zeros"
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 32
+    scheduler: Literal["none", "step", "cosine"] = "none"
+    step_size: int = 100
+    gamma: float = 0.5
+    reset_on_growth: bool = False          # fresh optimizer state after each growth event
+
+
+@dataclass
+class TrainConfig:
+    max_epochs: int = 500                  # whole run
+    phase_epochs: int = 200                # at most per growth phase
+    patience: int = 30                     # epochs without validation improvement → plateau
+    min_delta: float = 1e-4                # relative improvement that counts
+    restore_best: bool = True              # at a phase end, go back to its best validation weights
+    loss: Literal["mse", "relative_mse"] = "mse"
+
+
+@dataclass
+class RegularizerConfig:
+    physics_weight: float = 0.0            # Φ_p (heat residual with the true temperature)
+    model_constrained_weight: float = 0.0  # solve with the prediction, compare at the sensors
+    manifold_weight: float = 0.0           # Φ_m on the newest state (initial weight)
+    manifold_factor: float = 1.0           # × per added layer (the papers: 0.5 or 1.5)
+    manifold_similarity: Literal["clusters", "knn"] = "clusters"
+    manifold_k: int = 5
+    sparsity_weight: float = 0.0           # Φ_s on the trainable (new) block
+    prune_tol: float = 0.0                 # |w| < tol → 0 after a block is trained
+
+
+@dataclass
+class ExperimentConfig:
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    regularizers: RegularizerConfig = field(default_factory=RegularizerConfig)
+    strategy: str = "fixed"
+    growth: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+        d["growth"] = {"strategy": self.strategy, **self.growth}
+        return d
+
+
+SECTIONS: dict[str, type] = {"run": RunConfig, "data": DataConfig, "model": ModelConfig,
+                             "optim": OptimConfig, "train": TrainConfig, "regularizers": RegularizerConfig}
+
+
+def build_config(values: dict[str, Any], source: str) -> ExperimentConfig:
+    """An :class:`ExperimentConfig` from nested dict values (a parsed TOML file)."""
+    unknown = sorted(set(values) - set(SECTIONS) - {"growth"})
+    if unknown:
+        raise PdegrowError(f"{source}: unknown section(s) {', '.join(unknown)} "
+                           f"(valid: {', '.join([*SECTIONS, 'growth'])})")
+    kwargs: dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        section = values.get(name, {})
+        if not isinstance(section, dict):
+            raise PdegrowError(f"{source}: [{name}] must be a table")
+        kwargs[name] = build_dataclass(cls, section, f"{source} [{name}]")
+    growth = dict(values.get("growth", {}))
+    strategy = growth.pop("strategy", "fixed")
+    if not isinstance(strategy, str):
+        raise PdegrowError(f"{source}: [growth] strategy must be a string")
+    cfg = ExperimentConfig(**kwargs, strategy=strategy, growth=growth)
+    from pdegrow.growth.base import build_strategy
+
+    build_strategy(cfg.strategy, cfg.growth)  # validate the strategy options now
+    return cfg
+
+
+def apply_overrides(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``{"section.key": value}`` overrides into nested config values."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
+    for key, value in overrides.items():
+        section, sep, name = key.partition(".")
+        if not sep:
+            raise PdegrowError(f"--set {key}: use section.key=value (e.g. optim.lr=1e-3)")
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Read a training config file, apply ``--set`` overrides, validate."""
+    values = apply_overrides(read_toml(path), overrides or {})
+    return build_config(values, str(path))

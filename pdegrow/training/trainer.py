@@ -1,0 +1,450 @@
+"""The one trainer every growth strategy runs under (DESIGN §6).
+
+Seeded; device ``auto``/``cpu``/``cuda``; optional bfloat16 autocast on CUDA;
+phase-wise early stopping (a *phase* is the training between two growth
+events); tqdm progress; metrics to ``metrics.jsonl``/``metrics.csv``; growth
+events to ``events.jsonl``; a checkpoint after every ``checkpoint_every``
+epochs (and after every growth event) holding the architecture, weights,
+optimizer, scheduler, strategy state, training state, growth history, the
+best-weights snapshot and all RNG states — so a killed run resumed with
+``resume=True`` ends with bitwise the same weights (CPU, same thread count).
+
+Run directory: ``run.json`` (marker), ``config.json``, ``splits.json``,
+``checkpoint.pt``, ``metrics.jsonl``, ``metrics.csv``, ``events.jsonl``,
+``architecture.jsonl`` (one line per growth event), ``model.pt`` (final
+model + normalisers), ``summary.json`` (final validation and test metrics).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import random
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pdegrow.data.bundle import DataBundle, prepare_data
+from pdegrow.data.loaders import Batch, MemorySplit, Split, iterate
+from pdegrow.errors import PdegrowError
+from pdegrow.growth.base import (
+    GrowthContext,
+    GrowthEvent,
+    GrowthStrategy,
+    TrainingState,
+    build_strategy,
+)
+from pdegrow.models.optim import make_optimizer, sync_optimizer
+from pdegrow.models.resnet import GrowableResNet
+from pdegrow.regularizers.kit import RegularizerKit
+from pdegrow.regularizers.terms import Forward
+from pdegrow.training import problems
+from pdegrow.training.config import ExperimentConfig, build_config
+from pdegrow.training.runlog import (
+    RUN_FILE,
+    RUN_KIND,
+    MetricsLog,
+    atomic_torch_save,
+    atomic_write_text,
+    read_run,
+    write_json,
+)
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise PdegrowError("device = 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_model(cfg: ExperimentConfig, data: DataBundle) -> GrowableResNet:
+    m = cfg.model
+    if m.kind == "conv":
+        if not data.is_field:
+            raise PdegrowError(f"[model] kind = 'conv' needs field inputs and targets; the data has input "
+                               f"shape {data.input_shape} and target shape {data.target_shape}")
+        return GrowableResNet.conv(data.input_shape[0], data.target_shape[0], m.width, m.depth, block=m.block,
+                                   activation=m.activation, kernel_size=m.kernel_size,
+                                   padding_mode=m.padding_mode, hidden=m.hidden)
+    return GrowableResNet.mlp(int(np.prod(data.input_shape)), list(data.target_shape), m.width, m.depth,
+                              block=m.block, activation=m.activation, hidden=m.hidden)
+
+
+def data_loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    """``mse``: mean (ŷ − y)²; ``relative_mse``: mean_b ‖ŷ_b − y_b‖² / ‖y_b‖² (normalised units)."""
+    if kind == "mse":
+        return (pred.float() - target.float()).pow(2).mean() if pred.dtype != target.dtype else \
+            (pred - target).pow(2).mean()
+    b = pred.shape[0]
+    p, t = pred.reshape(b, -1), target.reshape(b, -1)
+    return ((p - t).pow(2).sum(1) / t.pow(2).sum(1).clamp_min(1e-12)).mean()
+
+
+class Trainer:
+    """Train ``cfg``'s network on ``data_path`` into ``run_dir`` under ``cfg``'s growth strategy."""
+
+    def __init__(self, cfg: ExperimentConfig, data_path: str | Path, run_dir: str | Path, *,
+                 resume: bool = False, overwrite: bool = False, progress: bool | None = None):
+        self.cfg, self.data_path, self.run_dir = cfg, str(data_path), Path(run_dir)
+        self.progress = cfg.run.progress if progress is None else progress
+        self._prepare_run_dir(resume, overwrite)
+        if cfg.run.threads > 0:
+            torch.set_num_threads(cfg.run.threads)
+        self.device = resolve_device(cfg.run.device)
+        self.dtype = torch.float64 if cfg.run.dtype == "float64" else torch.float32
+        self.amp = bool(cfg.run.mixed_precision and self.device.type == "cuda")
+        ckpt = self._load_checkpoint() if resume else None
+        splits = json.loads((self.run_dir / "splits.json").read_text()) if ckpt else None
+        seed_everything(cfg.run.seed)
+        self.data = prepare_data(self.data_path, cfg.data, cfg.run.seed, self.device, self.dtype, splits)
+        if not ckpt:
+            write_json(self.run_dir / "splits.json", self.data.splits)
+        self.ops = problems.heat_operators(self.data, self.device, self.dtype)
+        self.global_terms = problems.physics_terms(self.data, cfg.regularizers, self.ops)
+        train_inputs = self.data.train.inputs if isinstance(self.data.train, MemorySplit) else None
+        self.kit = RegularizerKit(cfg.regularizers, len(self.data.train), train_inputs)
+        self.strategy: GrowthStrategy = build_strategy(cfg.strategy, cfg.growth)
+        self.keep_groups = cfg.data.noisy_copies > 0
+        self.shuffle = torch.Generator().manual_seed(cfg.run.seed + 1)
+        self.strategy_gen = torch.Generator().manual_seed(cfg.run.seed + 2)
+        self.state = TrainingState(max_phase_epochs=cfg.train.phase_epochs)
+        self.events: list[GrowthEvent] = []
+        self.best_snapshot: dict[str, torch.Tensor] | None = None
+        self.model = build_model(cfg, self.data).to(self.device, self.dtype)
+        self.optimizer = make_optimizer(cfg.optim.name, self.model, cfg.optim.lr, cfg.optim.weight_decay)
+        self.scheduler = self._make_scheduler()
+        self.finished = False
+        self.ctx = GrowthContext(self.model, self.state, self.device, self._fixed_batches, self._batch_loss,
+                                 self.train_loss, self.strategy_gen, self.data, self.events, self.kit)
+        if ckpt:
+            self._restore(ckpt)
+            self.metrics = MetricsLog(self.run_dir, keep_rows=ckpt["n_metric_rows"])
+        else:
+            self.metrics = MetricsLog(self.run_dir, keep_rows=0)
+            self.strategy.setup(self.ctx)
+            sync_optimizer(self.optimizer, self.model)
+            (self.run_dir / "events.jsonl").write_text("")
+            (self.run_dir / "architecture.jsonl").write_text(
+                json.dumps({"epoch": 0, "event": None, **self.model.architecture(),
+                            "spec": self.model.spec()}) + "\n")
+        self.terms = self._active_terms()
+
+    # ------------------------------------------------------------------ run directory
+
+    def _prepare_run_dir(self, resume: bool, overwrite: bool) -> None:
+        d = self.run_dir
+        if resume:
+            read_run(d)
+            if not (d / "checkpoint.pt").is_file():
+                raise PdegrowError(f"{d}: nothing to resume (no checkpoint.pt)")
+            return
+        if d.exists() and any(d.iterdir()):
+            if not overwrite:
+                raise PdegrowError(f"{d} exists and is not empty (use --resume to continue a run, "
+                                   f"--overwrite to replace it)")
+            if (d / RUN_FILE).is_file():
+                import shutil
+
+                shutil.rmtree(d)
+            else:
+                raise PdegrowError(f"{d} is not a pdegrow run directory; refusing to overwrite it")
+        d.mkdir(parents=True, exist_ok=True)
+        write_json(d / RUN_FILE, {"kind": RUN_KIND, "version": 1, "status": "running",
+                                  "data": str(Path(self.data_path).resolve()),
+                                  "created": datetime.now(UTC).isoformat(timespec="seconds")})
+        write_json(d / "config.json", self.cfg.to_dict())
+
+    def _set_status(self, status: str) -> None:
+        info = read_run(self.run_dir)
+        info["status"] = status
+        write_json(self.run_dir / RUN_FILE, info)
+
+    def _make_scheduler(self) -> Any:
+        o = self.cfg.optim
+        if o.scheduler == "step":
+            return torch.optim.lr_scheduler.StepLR(self.optimizer, o.step_size, o.gamma)
+        if o.scheduler == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, self.cfg.train.max_epochs)
+        return None
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _checkpoint(self) -> None:
+        ckpt = {
+            "format": 1,
+            "epoch": self.state.epoch,
+            "model_spec": self.model.spec(),
+            "model_state": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "strategy": self.strategy.state_dict(),
+            "state": dataclasses.asdict(self.state),
+            "events": [e.to_dict() for e in self.events],
+            "best_snapshot": self.best_snapshot,
+            "finished": self.finished,
+            "n_metric_rows": len(self.metrics.rows),
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                    "shuffle": self.shuffle.get_state(), "strategy": self.strategy_gen.get_state()},
+        }
+        atomic_torch_save(ckpt, self.run_dir / "checkpoint.pt")
+        self.metrics.write_csv()
+
+    def _load_checkpoint(self) -> dict[str, Any]:
+        try:
+            return torch.load(self.run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+        except Exception as exc:  # a damaged file is the user's to know about
+            raise PdegrowError(f"{self.run_dir}/checkpoint.pt cannot be read ({exc})") from None
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        model = GrowableResNet.from_spec(ckpt["model_spec"]).to(self.device, self.dtype)
+        model.load_state_dict(ckpt["model_state"])
+        self.model = self.ctx.model = model
+        o = self.cfg.optim
+        self.optimizer = make_optimizer(o.name, model, o.lr, o.weight_decay)
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler = self._make_scheduler()
+        if self.scheduler is not None and ckpt["scheduler"] is not None:
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.strategy.load_state_dict(ckpt["strategy"])
+        for k, v in ckpt["state"].items():
+            setattr(self.state, k, v)
+        self.events[:] = [GrowthEvent(**{k: v for k, v in e.items() if k != "realised_change"})
+                          for e in ckpt["events"]]
+        self.best_snapshot = ckpt["best_snapshot"]
+        self.finished = ckpt["finished"]
+        rng = ckpt["rng"]
+        torch.set_rng_state(rng["torch"])
+        random.setstate(rng["python"])
+        if rng["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.shuffle.set_state(rng["shuffle"])
+        self.strategy_gen.set_state(rng["strategy"])
+
+    # ------------------------------------------------------------------ losses
+
+    def _fixed_batches(self) -> Iterator[Batch]:
+        return iterate(self.data.train, self.cfg.optim.batch_size, None, keep_groups=False)
+
+    def _forward(self, batch: Batch) -> Forward:
+        pred, states = self.model(batch.inputs, return_states=True)
+        return Forward(self.model, pred, states, self.data.to_physical_target, self.data.to_physical_input)
+
+    def _batch_loss(self, batch: Batch) -> torch.Tensor:
+        return data_loss(self.model(batch.inputs), batch.targets, self.cfg.train.loss)
+
+    @torch.no_grad()
+    def train_loss(self) -> float:
+        """Mean data loss over the training split (fixed order, no regularizers)."""
+        total, n = 0.0, 0
+        for batch in self._fixed_batches():
+            total += float(self._batch_loss(batch)) * len(batch)
+            n += len(batch)
+        return total / max(n, 1)
+
+    def _active_terms(self) -> list[torch.nn.Module]:
+        return [*self.global_terms, *self.strategy.loss_terms(self.ctx)]
+
+    @torch.no_grad()
+    def evaluate_split(self, split: Split) -> dict[str, float]:
+        """Mean data loss and mean per-sample metrics (relative errors) over ``split``."""
+        self.model.eval()
+        sums: dict[str, float] = {}
+        n = 0
+        for batch in iterate(split, max(self.cfg.optim.batch_size, 256)):
+            pred = self.model(batch.inputs)
+            b = len(batch)
+            loss = float(data_loss(pred, batch.targets, self.cfg.train.loss))
+            sums["loss"] = sums.get("loss", 0.0) + loss * b
+            metrics = problems.batch_metrics(self.data.to_physical_target(pred),
+                                             self.data.to_physical_target(batch.targets), batch, self.data,
+                                             self.ops)
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + float(v.sum())
+            n += b
+        self.model.train()
+        return {k: v / max(n, 1) for k, v in sums.items()}
+
+    # ------------------------------------------------------------------ training
+
+    def _train_epoch(self) -> dict[str, float]:
+        self.model.train()
+        totals: dict[str, float] = {"train_loss": 0.0, "train_data_loss": 0.0}
+        n = 0
+        for batch in iterate(self.data.train, self.cfg.optim.batch_size, self.shuffle, self.keep_groups):
+            self.optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                fwd = self._forward(batch)
+                loss = data_loss(fwd.prediction, batch.targets, self.cfg.train.loss)
+                total = loss
+                for term in self.terms:
+                    total = total + term(batch, fwd)
+            if not torch.isfinite(total):
+                raise PdegrowError(f"the training loss became {float(total)} at epoch {self.state.epoch + 1} "
+                                   f"(lower optim.lr or the regularizer weights)")
+            total.backward()
+            self.optimizer.step()
+            b = len(batch)
+            totals["train_loss"] += float(total.detach()) * b
+            totals["train_data_loss"] += float(loss.detach()) * b
+            for term in self.terms:
+                key = f"term_{term.name}"
+                totals[key] = totals.get(key, 0.0) + term.last_value * b
+            n += b
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return {k: v / max(n, 1) for k, v in totals.items()}
+
+    def _snapshot(self) -> None:
+        if self.cfg.train.restore_best:
+            self.best_snapshot = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def _after_epoch(self, row: dict[str, float]) -> None:
+        s, t = self.state, self.cfg.train
+        s.epoch += 1
+        s.phase_epoch += 1
+        s.train_loss, s.val_loss = row["train_loss"], row["val_loss"]
+        first = not np.isfinite(s.phase_best_val)
+        if first or s.val_loss < s.phase_best_val - t.min_delta * abs(s.phase_best_val):
+            s.phase_best_val = s.val_loss
+            s.epochs_since_improvement = 0
+            self._snapshot()
+        else:
+            s.epochs_since_improvement += 1
+        s.plateau = s.epochs_since_improvement >= t.patience
+
+    def _end_phase(self) -> None:
+        if self.cfg.train.restore_best and self.best_snapshot is not None:
+            self.model.load_state_dict(self.best_snapshot)
+        self.state.phase_best_vals.append(self.state.phase_best_val)
+
+    def _grow(self) -> bool:
+        """Ask the strategy for a proposal and carry it out; False when training should stop."""
+        proposal = self.strategy.propose(self.ctx)
+        if proposal is None:
+            return False
+        before = self.train_loss()
+        n_before = self.model.n_parameters()
+        self.strategy.apply(self.ctx, proposal)
+        if self.cfg.optim.reset_on_growth:
+            self.optimizer.state.clear()
+        sync_optimizer(self.optimizer, self.model)
+        after = self.train_loss()
+        event = GrowthEvent(self.state.epoch, self.state.phase + 1, self.strategy.name, proposal.where(),
+                            proposal.predicted_change, before, after, n_before, self.model.n_parameters(),
+                            self.model.depth, dict(proposal.info))
+        self.events.append(event)
+        with (self.run_dir / "events.jsonl").open("a") as fh:
+            fh.write(json.dumps(event.to_dict(), default=str) + "\n")
+        with (self.run_dir / "architecture.jsonl").open("a") as fh:
+            fh.write(json.dumps({"epoch": self.state.epoch, "event": len(self.events),
+                                 **self.model.architecture(), "spec": self.model.spec()}) + "\n")
+        self.strategy.after_growth(self.ctx, event)
+        s = self.state
+        s.phase += 1
+        s.phase_epoch = 0
+        s.epochs_since_improvement = 0
+        s.plateau = False
+        s.phase_best_val = self.evaluate_split(self.data.val)["loss"]
+        self._snapshot()
+        self.terms = self._active_terms()
+        log.info("growth event %d at epoch %d: %s", len(self.events), s.epoch, event.where)
+        return True
+
+    def run(self) -> dict[str, Any]:
+        """Train to the end (or continue a resumed run); returns the summary written to ``summary.json``."""
+        cfg = self.cfg
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.train.max_epochs, initial=self.state.epoch, unit="epoch",
+                       desc=f"train[{cfg.strategy}]", dynamic_ncols=True)
+        t0 = time.perf_counter()
+        try:
+            while not self.finished:
+                row: dict[str, Any] = {"epoch": self.state.epoch + 1, "phase": self.state.phase}
+                row.update(self._train_epoch())
+                val = self.evaluate_split(self.data.val)
+                row["val_loss"] = val.pop("loss")
+                row.update({f"val_{k}": v for k, v in val.items()})
+                row.update({"lr": self.optimizer.param_groups[0]["lr"], "depth": self.model.depth,
+                            "n_params": self.model.n_parameters(),
+                            "n_trainable": self.model.n_parameters(trainable_only=True),
+                            "n_correctors": len(self.model.correctors),
+                            "wall_s": round(time.perf_counter() - t0, 4)})
+                self._after_epoch(row)
+                self.metrics.append(row)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(train=f"{row['train_loss']:.3g}", val=f"{row['val_loss']:.3g}",
+                                    depth=self.model.depth, refresh=False)
+                grew = False
+                if self.state.epoch >= cfg.train.max_epochs:
+                    self._end_phase()
+                    self.finished = True
+                elif self.strategy.when(self.ctx):
+                    self._end_phase()
+                    grew = self._grow()
+                    self.finished = not grew
+                if self.finished or grew or self.state.epoch % cfg.run.checkpoint_every == 0:
+                    self._checkpoint()
+        finally:
+            if bar is not None:
+                bar.close()
+        return self._finish()
+
+    def _finish(self) -> dict[str, Any]:
+        summary = {
+            "strategy": self.cfg.strategy,
+            "epochs": self.state.epoch,
+            "growth_events": len(self.events),
+            "architecture": self.model.architecture(),
+            "val": self.evaluate_split(self.data.val),
+            "test": self.evaluate_split(self.data.test) if len(self.data.test) else {},
+            "phase_best_vals": self.state.phase_best_vals,
+        }
+        save_model(self.run_dir / "model.pt", self.model, self.data, self.cfg)
+        write_json(self.run_dir / "summary.json", summary)
+        self._set_status("finished")
+        return summary
+
+
+def save_model(path: Path, model: GrowableResNet, data: DataBundle, cfg: ExperimentConfig) -> None:
+    """The trained model with what is needed to use it: spec, weights, normalisers, data names."""
+    atomic_torch_save({"spec": model.spec(), "state": {k: v.cpu() for k, v in model.state_dict().items()},
+                       "input_norm": data.input_norm.state_dict(),
+                       "target_norm": data.target_norm.state_dict(),
+                       "config": cfg.to_dict(), "dtype": str(next(model.parameters()).dtype)}, path)
+
+
+def load_run_config(run_dir: str | Path) -> ExperimentConfig:
+    """The config a run was started with."""
+    run_dir = Path(run_dir)
+    read_run(run_dir)
+    return build_config(json.loads((run_dir / "config.json").read_text()), str(run_dir / "config.json"))
+
+
+def train(cfg: ExperimentConfig, data_path: str | Path, run_dir: str | Path, *, resume: bool = False,
+          overwrite: bool = False, progress: bool | None = None) -> dict[str, Any]:
+    """Train (or resume) a run; returns its summary."""
+    return Trainer(cfg, data_path, run_dir, resume=resume, overwrite=overwrite, progress=progress).run()
+
+
+__all__ = ["Trainer", "atomic_write_text", "build_model", "data_loss", "load_run_config", "save_model",
+           "train"]
