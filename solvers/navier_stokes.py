@@ -41,7 +41,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from mpi4py import MPI  # isort: split  (mpi4py before dolfinx / petsc4py)
+from mpi4py import MPI  # before dolfinx / petsc4py (isort section "mpi")
 
 import dolfinx.fem.petsc
 import numpy as np

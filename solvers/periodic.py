@@ -19,7 +19,7 @@ Higher-degree dofs (edge and cell points) follow.
 
 from __future__ import annotations
 
-from mpi4py import MPI  # isort: split  (mpi4py before dolfinx / petsc4py)
+from mpi4py import MPI  # before dolfinx / petsc4py (isort section "mpi")
 
 import numpy as np
 from dolfinx import fem
