@@ -119,7 +119,7 @@ def lanczos_top_eigenpairs(
     continues with a random vector orthogonal to the basis, which keeps
     T_j an exact projection.
 
-    Memory: the basis, max_basis·n·d entries, plus the matvec's own.
+    Memory: the basis, (steps taken)·n·d entries (≤ max_basis·n·d), plus the matvec's own.
     """
     device = torch.device(device) if device is not None else torch.device("cpu")
     if tol is None:
@@ -143,7 +143,8 @@ def lanczos_top_eigenpairs(
     for _restart in range(max_restarts + 1):
         if active.numel() == 0:
             break
-        basis = torch.zeros(m, n_blocks, dim, dtype=dtype, device=device)
+        # The basis grows by doubling, so a fast convergence never allocates max_basis·n·d.
+        basis = torch.zeros(min(m, 16), n_blocks, dim, dtype=dtype, device=device)
         alpha = torch.zeros(n_blocks, m, dtype=torch.float64, device=device)
         beta = torch.zeros(n_blocks, m, dtype=torch.float64, device=device)
         q = v[active]
@@ -174,6 +175,10 @@ def lanczos_top_eigenpairs(
             if not last:
                 beta[idx, j] = b.double()
                 nrm = w.norm(dim=1, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
+                if j + 1 >= basis.shape[0]:
+                    grown = torch.zeros(min(m, 2 * basis.shape[0]), n_blocks, dim, dtype=dtype, device=device)
+                    grown[: basis.shape[0]] = basis
+                    basis = grown
                 basis[j + 1, idx] = w / nrm
             else:
                 beta[idx, j] = b.double()

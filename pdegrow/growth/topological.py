@@ -35,7 +35,7 @@ strategy that drives a model lives elsewhere.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -55,6 +55,7 @@ __all__ = [
     "InsertedDenseBlock",
     "LineSearchResult",
     "ProposedRows",
+    "accumulate_depth_operators",
     "admissible_activation",
     "augment",
     "choose_method",
@@ -216,23 +217,21 @@ def form_blocks(
 ) -> Tensor:
     """A_r = σ″(0) Σ_p λ_{p,r} x̃_p x̃_pᵀ for all r: (P, d), (P, n) → (n, d, d).
 
-    Computed as one GEMM Λᵀ Z with Z_p = upper triangle of x̃_p x̃_pᵀ (d(d+1)/2
-    entries), in chunks of rows so the temporary stays below ``chunk_elems``.
-    Cost P·n·d(d+1) flops, memory n·d².
+    One GEMM per chunk of rows: with W_p = λ_p ⊗ x̃_p (n·d entries),
+    A.view(n·d, d) += Wᵀ X̃; the temporary W stays below ``chunk_elems``
+    entries.  Cost 2·P·n·d² flops, memory n·d² (+ the chunk).
     """
     p, d = x_aug.shape
     n = lam.shape[1]
-    iu = torch.triu_indices(d, d, device=x_aug.device)
-    half = torch.zeros(n, iu.shape[1], dtype=x_aug.dtype, device=x_aug.device)
-    rows = max(1, chunk_elems // max(1, iu.shape[1]))
+    a = torch.zeros(n * d, d, dtype=x_aug.dtype, device=x_aug.device)
+    rows = max(1, chunk_elems // max(1, n * d))
     for s in range(0, p, rows):
         xs = x_aug[s : s + rows]
-        z = xs[:, iu[0]] * xs[:, iu[1]]
-        half.addmm_(lam[s : s + rows].T, z)
-    a = torch.zeros(n, d, d, dtype=x_aug.dtype, device=x_aug.device)
-    a[:, iu[0], iu[1]] = half
-    a[:, iu[1], iu[0]] = half
-    return a * sigma2
+        w = (lam[s : s + rows, :, None] * xs[:, None, :]).reshape(xs.shape[0], n * d)
+        a.addmm_(w.T, xs)
+    a = a.view(n, d, d)
+    a = 0.5 * (a + a.transpose(1, 2))
+    return a * sigma2 if sigma2 != 1.0 else a
 
 
 class DepthOperator:
@@ -510,12 +509,44 @@ def collect_depth_operators(
 ) -> tuple[list[DepthOperator], float]:
     """The operator {A_r} at every candidate depth from one pass over the data.
 
+    ``states_fn(inputs)`` → (states [x_0 … x_L], output), ``loss_fn(output, target)``
+    the batch mean, as in :func:`states_and_costates`.  See
+    :func:`accumulate_depth_operators` for ``mode`` and the result.
+    """
+
+    def passes() -> Iterator[tuple[Sequence[Tensor], Tensor, int]]:
+        for inputs, target in batches:
+            with torch.enable_grad():
+                states, output = states_fn(_leaf(inputs))
+                loss = loss_fn(output, target)
+            yield states, loss, int(inputs.shape[0])
+
+    return accumulate_depth_operators(
+        passes(), mode=mode, kernel_size=kernel_size, padding_mode=padding_mode, depths=depths, sigma2=sigma2
+    )
+
+
+def accumulate_depth_operators(
+    passes: Iterable[tuple[Sequence[Tensor], Tensor, int]],
+    *,
+    mode: str = "auto",
+    kernel_size: int = 3,
+    padding_mode: str = "zeros",
+    depths: Sequence[int] | None = None,
+    sigma2: float = SIGMA_SECOND_DERIVATIVE,
+) -> tuple[list[DepthOperator], float]:
+    """Accumulate {A_r} per depth from per-batch (states, batch-mean loss, batch size).
+
+    Each item of ``passes`` is a forward pass still holding its graph: the
+    states x_0 … x_L (graph nodes) and the batch's mean loss; λ_t = −∂J/∂x_t
+    with J = (1/S) Σ_batches B·loss_batch comes from one backward per batch.
+
     Vector states (B, n): ``mode`` "blocks" accumulates A_t (n, n+1, n+1) batch
-    by batch (einsum/GEMM, memory n·d² per depth); "features" keeps X̃_t and
-    Λ_t (memory S·n per depth) for the matrix-free solver; "auto" picks by
+    by batch (GEMM, memory n·d² per depth); "features" keeps X̃_t and Λ_t
+    (memory S·n per depth) for the matrix-free solver; "auto" picks by
     :func:`choose_method`.  Field states (B, C, H, W) always keep the features
-    (conv operator, ``kernel_size`` and ``padding_mode`` of the inserted block); solve them with
-    either method.  Returns (operators per depth, J).
+    (conv operator with ``kernel_size``/``padding_mode`` of the inserted
+    block); solve them with either method.  Returns (operators per depth, J).
     """
     if mode not in ("auto", "blocks", "features"):
         raise ValueError(f"unknown mode {mode!r}: expected 'auto', 'blocks' or 'features'")
@@ -525,14 +556,12 @@ def collect_depth_operators(
     modes: list[str] = []
     total = 0
     loss_sum = 0.0
-    for inputs, target in batches:
-        with torch.enable_grad():
-            states, output = states_fn(_leaf(inputs))
-            sel = list(range(len(states))) if depths is None else list(depths)
-            chosen = [states[t] for t in sel]
-            loss = loss_fn(output, target)
-            b = inputs.shape[0]
-            grads = torch.autograd.grad(loss * b, chosen, allow_unused=True)
+    for states, loss, b in passes:
+        sel = list(range(len(states))) if depths is None else list(depths)
+        chosen = [states[t] for t in sel]
+        need = [x for x in chosen if x.requires_grad]
+        grads_need = iter(torch.autograd.grad(loss * b, need, allow_unused=True) if need else ())
+        grads = [next(grads_need) if x.requires_grad else None for x in chosen]
         if not modes:
             for x in chosen:
                 if x.ndim == 2 and mode != "features":
