@@ -9,7 +9,7 @@ import sys
 from pdegrow import __version__
 from pdegrow.errors import PdegrowError
 
-SUBCOMMANDS = ("generate", "info", "demo")
+SUBCOMMANDS = ("generate", "info", "train", "evaluate", "report", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

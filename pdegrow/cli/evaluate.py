@@ -1,0 +1,37 @@
+"""``pdegrow evaluate RUN_DIR --data FILE``: score a finished run on a data set."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate", help="score a trained run on a data set",
+        description="Load RUN_DIR's final model and report its average relative errors (for heat: of "
+        "the recovered log-conductivity field, nodal and L2(Ω) norms, mean and std over samples) on a "
+        "split of the run's own data file (default: its test split) or on every sample of another "
+        "file of the same problem.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a finished 'pdegrow train' run directory")
+    p.add_argument("--data", required=True, metavar="FILE", help="HDF5 data set (same problem, same inputs)")
+    p.add_argument("--split", choices=("train", "val", "test", "all"),
+                   help="samples to score (default: test for the run's own file, all otherwise)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pdegrow.training.evaluate import evaluate_run
+
+    result = evaluate_run(args.run_dir, args.data, args.split)
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    arch = result["architecture"]
+    print(f"{result['run']} on {result['data']} ({result['n_samples']} samples)")
+    print(f"  strategy {result['strategy']}, depth {arch['depth']} (+{arch['n_correctors']} SRL), "
+          f"{arch['n_params']} parameters")
+    for key in sorted(k for k in result if k.startswith("rel_error") and not k.endswith("_std")):
+        print(f"  {key:<22} {result[key]:.4f} ± {result[key + '_std']:.4f}")
+    return 0

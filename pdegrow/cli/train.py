@@ -1,0 +1,79 @@
+"""``pdegrow train``: train (and grow) a network on a data set into a run directory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from pdegrow.config import parse_overrides
+from pdegrow.errors import PdegrowError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train and grow a network on a data set",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train a residual network mapping the data set's inputs to its targets, growing it "
+        "with the config's strategy ([growth] strategy = 'fixed' | 'layerwise' | …). The run directory "
+        "gets the config, the splits, metrics (JSONL + CSV), growth events, checkpoints, the final model "
+        "and a summary. A killed run continues exactly where its last checkpoint left it with --resume.",
+        epilog="config sections: [run] [data] [model] [optim] [train] [regularizers] [growth]\n"
+        "examples:\n"
+        "  pdegrow train --config experiments/heat-paper-layerwise.toml --data datasets/heat-paper.h5 "
+        "--out runs/lw\n"
+        "  pdegrow train --config experiments/heat-paper-baseline.toml --data d.h5 --out runs/b "
+        "--set optim.lr=3e-3 --set run.seed=2\n"
+        "  pdegrow train --out runs/lw --resume")
+    p.add_argument("--config", metavar="FILE", help="training config (TOML); not needed with --resume")
+    p.add_argument("--data", metavar="FILE", help="the HDF5 data set (with --resume: default the run's)")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", dest="overrides",
+                   help="override a config key (repeatable), e.g. --set train.max_epochs=50")
+    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override [run] device")
+    p.add_argument("--seed", type=int, help="override [run] seed")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pdegrow.training.config import apply_overrides, build_config, load_config
+    from pdegrow.training.runlog import read_run
+    from pdegrow.training.trainer import train
+
+    overrides = parse_overrides(args.overrides)
+    if args.device:
+        overrides["run.device"] = args.device
+    if args.seed is not None:
+        overrides["run.seed"] = args.seed
+    if args.resume:
+        info = read_run(args.out)
+        saved = json.loads((Path(args.out) / "config.json").read_text())
+        if args.config or overrides:
+            raise PdegrowError("--resume continues a run with its own config; drop --config/--set")
+        cfg = build_config(saved, f"{args.out}/config.json")
+        data = args.data or info["data"]
+    else:
+        if not args.config or not args.data:
+            raise PdegrowError("--config and --data are required (unless --resume)")
+        cfg = load_config(args.config, overrides) if Path(args.config).suffix != ".json" else \
+            build_config(apply_overrides(json.loads(Path(args.config).read_text()), overrides), args.config)
+        data = args.data
+    summary = train(cfg, data, args.out, resume=args.resume, overwrite=args.overwrite,
+                    progress=False if args.no_progress else None)
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    else:
+        arch = summary["architecture"]
+        test = summary.get("test") or summary["val"]
+        which = "test" if summary.get("test") else "val"
+        line = (f"{args.out}: {summary['strategy']}, {summary['epochs']} epochs, "
+                f"{summary['growth_events']} growth events, depth {arch['depth']} "
+                f"(+{arch['n_correctors']} SRL), {arch['n_params']} params")
+        print(line)
+        errs = ", ".join(f"{k} {v:.4f}" for k, v in test.items() if k.startswith("rel_error"))
+        print(f"  {which}: loss {test['loss']:.4g}, {errs}")
+    return 0

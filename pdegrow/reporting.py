@@ -1,0 +1,216 @@
+"""Figures and a Markdown summary of a training run (matplotlib, Agg backend).
+
+* ``loss_curves.png`` — training objective, data loss and validation loss per
+  epoch (log scale), growth events as vertical lines, the validation relative
+  field error on a second axis;
+* ``architecture.png`` — depth, parameters and trainable parameters over epochs;
+* ``growth_changes.png`` — predicted vs realised loss change of each growth event;
+* ``fields.png`` (heat) — true and recovered log-conductivity, and the error
+  map, for a few test samples, on the mesh (tripcolor), sensors marked;
+* ``layer_evolution.png`` (heat) — the recovered field after each added layer
+  and SRL corrector for one test sample, beside the truth (the papers' figure);
+* ``report.md`` — the run's summary, events table and the figure list.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pdegrow.training.runlog import read_jsonl, read_run
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_loss_curves(rows: list[dict[str, Any]], events: list[dict[str, Any]], path: Path) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ep = [r["epoch"] for r in rows]
+    for key, label in (("train_loss", "train objective"), ("train_data_loss", "train data loss"),
+                       ("val_loss", "validation loss")):
+        if rows and key in rows[0]:
+            ax.semilogy(ep, [r[key] for r in rows], label=label)
+    colours = {"insert": "tab:red", "widen": "tab:purple", "corrector": "tab:green"}
+    seen: set[str] = set()
+    for e in events:
+        action = e["where"].get("action", "custom")
+        ax.axvline(e["epoch"], color=colours.get(action, "k"), ls="--", lw=0.8,
+                   label=f"growth: {action}" if action not in seen else None)
+        seen.add(action)
+    if rows and "val_rel_error_field" in rows[0]:
+        ax2 = ax.twinx()
+        ax2.plot(ep, [r["val_rel_error_field"] for r in rows], color="tab:gray", lw=0.8, alpha=0.7)
+        ax2.set_ylabel("val. relative field error", color="tab:gray")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.legend(fontsize=8, loc="upper right")
+    ax.set_title("loss curves (dashed: growth events)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_architecture(rows: list[dict[str, Any]], path: Path) -> None:
+    plt = _plt()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(8, 3.2))
+    ep = [r["epoch"] for r in rows]
+    a1.step(ep, [r["depth"] for r in rows], where="post", label="blocks")
+    a1.step(ep, [r.get("n_correctors", 0) for r in rows], where="post", label="SRL correctors")
+    a1.set_xlabel("epoch")
+    a1.set_title("depth")
+    a1.legend(fontsize=8)
+    a2.step(ep, [r["n_params"] for r in rows], where="post", label="parameters")
+    a2.step(ep, [r["n_trainable"] for r in rows], where="post", label="trainable")
+    a2.set_xlabel("epoch")
+    a2.set_title("parameters")
+    a2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_growth_changes(events: list[dict[str, Any]], path: Path) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    x = np.arange(len(events))
+    pred = [e["predicted_change"] if e["predicted_change"] is not None else np.nan for e in events]
+    real = [e["realised_change"] for e in events]
+    ax.bar(x - 0.2, pred, 0.4, label="predicted")
+    ax.bar(x + 0.2, real, 0.4, label="realised")
+    ax.set_xticks(x, [f"{i + 1}\n{e['where'].get('action')}" for i, e in enumerate(events)], fontsize=7)
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_ylabel("training-loss change at growth")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _tri(ax: Any, nodes: np.ndarray, cells: np.ndarray, values: np.ndarray, sensors: np.ndarray | None,
+         title: str, vmin: float | None = None, vmax: float | None = None, cmap: str = "viridis") -> Any:
+    im = ax.tripcolor(nodes[:, 0], nodes[:, 1], cells, values, shading="gouraud", vmin=vmin, vmax=vmax,
+                      cmap=cmap)
+    if sensors is not None:
+        ax.plot(sensors[:, 0], sensors[:, 1], "w^", ms=4, mec="k", mew=0.5)
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=8)
+    return im
+
+
+def plot_fields(true: np.ndarray, pred: np.ndarray, geometry: dict[str, np.ndarray], indices: np.ndarray,
+                path: Path) -> None:
+    plt = _plt()
+    n = len(true)
+    fig, axes = plt.subplots(n, 3, figsize=(9, 2.8 * n), squeeze=False)
+    nodes, cells, sensors = geometry["nodes"], geometry["cells"], geometry.get("sensors")
+    for i in range(n):
+        lo, hi = float(min(true[i].min(), pred[i].min())), float(max(true[i].max(), pred[i].max()))
+        rel = np.linalg.norm(pred[i] - true[i]) / max(np.linalg.norm(true[i]), 1e-30)
+        im = _tri(axes[i, 0], nodes, cells, true[i], sensors, f"true m (sample {indices[i]})", lo, hi)
+        _tri(axes[i, 1], nodes, cells, pred[i], sensors, f"recovered m (rel. err. {rel:.3f})", lo, hi)
+        fig.colorbar(im, ax=axes[i, :2], shrink=0.8)
+        im2 = _tri(axes[i, 2], nodes, cells, np.abs(pred[i] - true[i]), sensors, "|error|", cmap="magma")
+        fig.colorbar(im2, ax=axes[i, 2], shrink=0.8)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_layer_evolution(labels: list[str], fields: list[np.ndarray], true: np.ndarray,
+                         geometry: dict[str, np.ndarray], path: Path) -> None:
+    plt = _plt()
+    n = len(fields) + 1
+    cols = min(n, 5)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.6 * rows), squeeze=False)
+    lo, hi = float(true.min()), float(true.max())
+    nodes, cells, sensors = geometry["nodes"], geometry["cells"], geometry.get("sensors")
+    for k, (label, f) in enumerate(zip(labels, fields, strict=True)):
+        rel = np.linalg.norm(f - true) / max(np.linalg.norm(true), 1e-30)
+        _tri(axes.flat[k], nodes, cells, f, sensors, f"{label}: {rel:.3f}", lo, hi)
+    _tri(axes.flat[n - 1], nodes, cells, true, sensors, "true", lo, hi)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.suptitle("recovered field after each layer (relative error)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(run_dir: str | Path, data_path: str | None = None, out: str | Path | None = None,
+                 n_examples: int = 3) -> list[Path]:
+    """Write the figures and ``report.md`` of a run into ``out`` (default ``RUN_DIR/report``)."""
+    run_dir = Path(run_dir)
+    info = read_run(run_dir)
+    out = Path(out) if out is not None else run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    events = read_jsonl(run_dir / "events.jsonl")
+    written: list[Path] = []
+    if rows:
+        plot_loss_curves(rows, events, out / "loss_curves.png")
+        plot_architecture(rows, out / "architecture.png")
+        written += [out / "loss_curves.png", out / "architecture.png"]
+    if events:
+        plot_growth_changes(events, out / "growth_changes.png")
+        written.append(out / "growth_changes.png")
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    data_path = data_path or info.get("data")
+    if (run_dir / "model.pt").is_file() and data_path and Path(data_path).is_file():
+        written += _field_figures(run_dir, data_path, out, n_examples)
+    lines = [f"# Run {run_dir.name}", "", f"- status: {info.get('status')}", f"- data: {info.get('data')}"]
+    if summary:
+        lines += [f"- strategy: {summary['strategy']}, epochs {summary['epochs']}, "
+                  f"growth events {summary['growth_events']}",
+                  f"- final architecture: {json.dumps(summary['architecture'])}", "",
+                  "| split | loss | rel. error (target) | rel. error (field) |", "|---|---|---|---|"]
+        for split in ("val", "test"):
+            s = summary.get(split) or {}
+            if s:
+                lines.append(f"| {split} | {s.get('loss', float('nan')):.4g} | "
+                             f"{s.get('rel_error_target', float('nan')):.4f} | "
+                             f"{s.get('rel_error_field', float('nan')):.4f} |")
+    if events:
+        lines += ["", "## Growth events", "",
+                  "| # | epoch | action | where | predicted Δ | realised Δ | params |",
+                  "|---|---|---|---|---|---|---|"]
+        for i, e in enumerate(events):
+            where = {k: v for k, v in e["where"].items() if k not in ("action", "block")}
+            pred = "—" if e["predicted_change"] is None else f"{e['predicted_change']:.3g}"
+            lines.append(f"| {i + 1} | {e['epoch']} | {e['where'].get('action')} | {where} | {pred} | "
+                         f"{e['realised_change']:.3g} | {e['n_params_before']}→{e['n_params_after']} |")
+    lines += ["", "## Figures", ""] + [f"![{p.stem}]({p.name})" for p in written]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    return [*written, out / "report.md"]
+
+
+def _field_figures(run_dir: Path, data_path: str, out: Path, n_examples: int) -> list[Path]:
+    from pdegrow.training.evaluate import field_of, layer_predictions, load_eval_data, load_trained, predict
+
+    run = load_trained(run_dir)
+    data = load_eval_data(run, data_path, None)
+    true = data["aux"].get("targets/log_conductivity")
+    if true is None or len(data["indices"]) == 0 or "cells" not in data["geometry"]:
+        return []
+    k = min(n_examples, len(data["indices"]))
+    pred = field_of(predict(run, data["inputs"][:k]), data, run.cfg.data.target)
+    if pred is None:
+        return []
+    plot_fields(true[:k], pred, data["geometry"], data["indices"][:k], out / "fields.png")
+    layers = layer_predictions(run, data["inputs"][:1])
+    labels = [lab for lab, _ in layers]
+    fields = [field_of(p, data, run.cfg.data.target)[0] for _, p in layers]
+    plot_layer_evolution(labels, fields, true[0], data["geometry"], out / "layer_evolution.png")
+    return [out / "fields.png", out / "layer_evolution.png"]

@@ -1,0 +1,170 @@
+"""Using a finished run: load its model, predict on any compatible data file, score it.
+
+``evaluate_run`` gives the same metrics as the trainer's summary (average
+relative errors; for heat, of the recovered log-conductivity field).
+``layer_predictions`` gives the prediction of the network truncated after each
+block (head(x_l)), and after each SRL corrector: the per-layer evolution of the
+recovered field shown in the papers' figures.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pdegrow.contract import open_dataset
+from pdegrow.data.loaders import Batch
+from pdegrow.data.normalize import Standardizer
+from pdegrow.errors import PdegrowError
+from pdegrow.models.resnet import GrowableResNet
+from pdegrow.regularizers.heat_physics import HeatOperators, field_from_prediction
+from pdegrow.training import problems
+from pdegrow.training.config import ExperimentConfig, build_config
+from pdegrow.training.runlog import read_run
+
+SPLITS = ("train", "val", "test", "all")
+
+
+@dataclass
+class TrainedRun:
+    run_dir: Path
+    info: dict[str, Any]
+    cfg: ExperimentConfig
+    model: GrowableResNet
+    input_norm: Standardizer
+    target_norm: Standardizer
+    splits: dict[str, list[int]]
+
+
+def load_trained(run_dir: str | Path, device: str | torch.device = "cpu") -> TrainedRun:
+    """A finished run's model (``model.pt``), config and splits; a :class:`PdegrowError` otherwise."""
+    run_dir = Path(run_dir)
+    info = read_run(run_dir)
+    path = run_dir / "model.pt"
+    if not path.is_file():
+        raise PdegrowError(f"{run_dir}: the run has not finished (no model.pt); resume it with "
+                           f"'pdegrow train --out {run_dir} --resume'")
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    cfg = build_config(blob["config"], str(path))
+    model = GrowableResNet.from_spec(blob["spec"])
+    dtype = torch.float64 if "float64" in blob["dtype"] else torch.float32
+    model = model.to(dtype)
+    model.load_state_dict(blob["state"])
+    model.to(device).eval()
+    splits = json.loads((run_dir / "splits.json").read_text())
+    return TrainedRun(run_dir, info, cfg, model, Standardizer.from_state_dict(blob["input_norm"]),
+                      Standardizer.from_state_dict(blob["target_norm"]), splits)
+
+
+def _indices(run: TrainedRun, data_path: str, split: str | None, n_samples: int) -> np.ndarray:
+    same_file = Path(data_path).resolve() == Path(run.info.get("data", "")).resolve()
+    if split is None:
+        split = "test" if same_file else "all"
+    if split not in SPLITS:
+        raise PdegrowError(f"unknown split {split!r} (one of {', '.join(SPLITS)})")
+    if split == "all":
+        return np.arange(n_samples)
+    if not same_file:
+        raise PdegrowError(f"--split {split} refers to the run's own data file ({run.info.get('data')}); "
+                           f"use --split all for another file")
+    return np.asarray(run.splits[split], dtype=np.int64)
+
+
+def load_eval_data(run: TrainedRun, data_path: str, split: str | None = None) -> dict[str, Any]:
+    """Arrays of the chosen samples (physical units) plus the file's operators and geometry."""
+    cfg = run.cfg.data
+    with open_dataset(data_path, cfg.problem or None) as f:
+        for name in (cfg.input, cfg.target):
+            if name not in f:
+                raise PdegrowError(f"{data_path}: has no dataset {name!r}, which the run was trained on")
+        idx = _indices(run, data_path, split, int(f.attrs["n_samples"]))
+        shape_in, shape_out = f[cfg.input].shape[1:], f[cfg.target].shape[1:]
+        out = {
+            "indices": idx,
+            "problem": str(f.attrs["problem"]),
+            "inputs": f[cfg.input][idx] if len(idx) else np.zeros((0, *shape_in)),
+            "targets": f[cfg.target][idx] if len(idx) else np.zeros((0, *shape_out)),
+            "aux": {k: f[k][idx] for k in cfg.aux if k in f},
+            "operators": {k: f["operators"][k][()] for k in f.get("operators", {})},
+            "geometry": {k: f["geometry"][k][()] for k in f.get("geometry", {})},
+        }
+    return out
+
+
+def _as_model_input(run: TrainedRun, x: np.ndarray) -> torch.Tensor:
+    p = next(run.model.parameters())
+    t = torch.as_tensor(x, dtype=p.dtype, device=p.device)
+    if run.model.is_conv and t.ndim == 3:
+        t = t[:, None]
+    expected = tuple(run.input_norm.mean.shape) if run.input_norm.mode == "feature" else None
+    if expected is not None and tuple(t.shape[1:]) != expected:
+        raise PdegrowError(f"the data's inputs have shape {tuple(t.shape[1:])}, the model was trained on "
+                           f"{expected}")
+    return run.input_norm.transform(t)
+
+
+@torch.no_grad()
+def predict(run: TrainedRun, inputs: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """Predictions in physical target units for raw inputs (n, …)."""
+    outs = []
+    for start in range(0, len(inputs), batch_size):
+        z = run.model(_as_model_input(run, inputs[start:start + batch_size]))
+        outs.append(run.target_norm.inverse(z).cpu().numpy())
+    return np.concatenate(outs) if outs else np.zeros((0,))
+
+
+@torch.no_grad()
+def layer_predictions(run: TrainedRun, inputs: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """[(label, prediction)] after the lift, after each block and after each SRL corrector."""
+    model = run.model
+    y = _as_model_input(run, inputs)
+    _, states = model(y, return_states=True)
+    out = [(f"layer {t}" if t else "lift", run.target_norm.inverse(model.head(x)).cpu().numpy())
+           for t, x in enumerate(states)]
+    acc = model.head(states[-1])
+    for j, q in enumerate(model.correctors):
+        acc = acc + q(y)
+        out.append((f"+SRL {j + 1}", run.target_norm.inverse(acc).cpu().numpy()))
+    return out
+
+
+def field_of(pred: np.ndarray, data: dict[str, Any], target: str) -> np.ndarray | None:
+    """Log-conductivity fields (n, N) from heat predictions; None for other problems."""
+    if data["problem"] != "heat" or "cell_stiffness" not in data["operators"]:
+        return None
+    ops = HeatOperators.from_arrays(data["operators"], data["geometry"], dtype=torch.float64)
+    try:
+        return field_from_prediction(torch.as_tensor(pred, dtype=torch.float64), target, ops).numpy()
+    except ValueError:
+        return None
+
+
+def evaluate_run(run_dir: str | Path, data_path: str, split: str | None = None) -> dict[str, Any]:
+    """Mean relative errors of a finished run on ``split`` of ``data_path``."""
+    run = load_trained(run_dir)
+    data = load_eval_data(run, data_path, split)
+    if len(data["indices"]) == 0:
+        raise PdegrowError("no samples to evaluate (empty split)")
+    pred = predict(run, data["inputs"])
+    ops = None
+    if data["problem"] == "heat" and "cell_stiffness" in data["operators"]:
+        ops = HeatOperators.from_arrays(data["operators"], data["geometry"], dtype=torch.float64)
+
+    class _Data:  # what problems.batch_metrics reads
+        cfg = run.cfg.data
+
+    t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64)  # noqa: E731
+    batch = Batch(t(data["inputs"]), t(data["targets"]), torch.zeros(0), torch.zeros(0),
+                  {k: t(v) for k, v in data["aux"].items()})
+    metrics = problems.batch_metrics(t(pred), t(data["targets"]), batch, _Data(), ops)  # type: ignore[arg-type]
+    result: dict[str, Any] = {"run": str(run_dir), "data": str(data_path), "n_samples": len(data["indices"]),
+                              "strategy": run.cfg.strategy, "architecture": run.model.architecture()}
+    for k, v in metrics.items():
+        result[k] = float(v.mean())
+        result[f"{k}_std"] = float(v.std(unbiased=False))
+    return result
