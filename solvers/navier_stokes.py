@@ -56,6 +56,7 @@ from solvers.periodic import PeriodicSpace
 
 PROBLEM_NAME = "navier_stokes"
 TIME_SCHEMES = ("cn_heun", "cn_ab2")
+MAX_RESOLUTION = 4096
 TWO_PI = 2.0 * math.pi
 
 
@@ -89,13 +90,13 @@ class NavierStokesRecipe:
 
         if self.n_samples <= 0:
             bad(f"n_samples must be positive, got {self.n_samples}")
-        if self.resolution < 4:
-            bad(f"resolution must be at least 4, got {self.resolution}")
+        if not 4 <= self.resolution <= MAX_RESOLUTION:
+            bad(f"resolution must be in 4…{MAX_RESOLUTION}, got {self.resolution}")
         if self.degree not in (1, 2, 3):
             bad(f"degree must be 1, 2 or 3, got {self.degree}")
         if not self.nu >= 0 or not math.isfinite(self.nu):
             bad(f"nu must be non-negative, got {self.nu}")
-        if not self.dt > 0 or not self.final_time > 0:
+        if not (0 < self.dt < math.inf and 0 < self.final_time < math.inf):
             bad(f"dt and final_time must be positive, got dt={self.dt}, final_time={self.final_time}")
         if abs(self.final_time / self.dt - round(self.final_time / self.dt)) > 1e-6:
             bad(f"final_time={self.final_time} is not a whole number of steps dt={self.dt}")
@@ -179,7 +180,7 @@ class TorusVorticitySolver:
 
     def __init__(self, resolution: int, degree: int = 1, nu: float = 1e-3, dt: float = 1e-3,
                  forcing: Callable[[np.ndarray], np.ndarray] | None = forcing_function,
-                 lu_solver: str = "petsc", time_scheme: str = "cn_heun") -> None:
+                 lu_solver: str = "petsc", time_scheme: str = "cn_ab2") -> None:
         if time_scheme not in TIME_SCHEMES:
             raise PdegrowError(f"time_scheme must be one of {TIME_SCHEMES}, got {time_scheme!r}")
         self.resolution, self.degree, self.nu, self.dt = resolution, degree, nu, dt

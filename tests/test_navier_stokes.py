@@ -281,7 +281,8 @@ def test_resume_after_a_kill_gives_the_uninterrupted_file(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--resolution", "2"], "resolution must be at least 4"),
+        (["--resolution", "2"], "resolution must be in 4…4096, got 2"),
+        (["--set", "dt=inf"], "dt and final_time must be positive"),
         (["--final-time", "0.0015"], "is not a whole number of steps"),
         (["--final-time", "-1"], "dt and final_time must be positive"),
         (["--set", 'observation="sparse"'], "observation = 'sparse' is not one of"),

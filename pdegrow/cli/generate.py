@@ -25,7 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "  pdegrow generate heat --preset paper --n-samples 550 --out datasets/heat-paper.h5\n"
         "  mpiexec -n 4 pdegrow generate heat --preset default --n-samples 2000 "
         "--out datasets/heat.h5\n"
-        "  pdegrow generate heat --preset default --set n_sensors=16 --set nx=16 --out small.h5",
+        "  pdegrow generate heat --preset default --set n_sensors=16 --set nx=16 --out small.h5\n"
+        "  pdegrow generate navier-stokes --n-samples 1000 --resolution 64 --final-time 1.0 "
+        "--out datasets/ns.h5",
     )
     p.add_argument("problem", choices=sorted(PROBLEMS), help="the forward problem")
     p.add_argument("--preset", default="default",
