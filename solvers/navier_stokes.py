@@ -18,15 +18,21 @@ matrix below is Pᵀ A P, every load vector Pᵀ b). The weak forms, for all tes
 u_h = ∇^⊥ψ_h is exactly divergence free and its normal component is continuous, so
 the semi-discrete advection conserves ∫w, ∫w² and ∫|u|² (wᵀN = ψᵀN = 1ᵀN = 0).
 
-Time stepping (Crank–Nicolson diffusion + Heun advection, the scheme of the FNO
-data generator; second order, explicit in the advection), A = M + ½Δtν K, B = M − ½Δtν K:
+Time stepping, second order, diffusion implicit and advection explicit, with
+A = M + ½Δtν K and B = M − ½Δtν K. ``cn_ab2`` (the preset; one advection per step):
+
+    A wⁿ⁺¹   = B wⁿ + Δt F − Δt (3/2 N(wⁿ) − 1/2 N(wⁿ⁻¹))        (first step: cn_heun)
+
+``cn_heun`` (Crank–Nicolson + Heun, the scheme of the FNO data generator):
 
     A w*     = B wⁿ + Δt F − Δt N(wⁿ)
     A wⁿ⁺¹   = B wⁿ + Δt F − ½Δt (N(wⁿ) + N(w*))
 
 M, K, A, B, the pinned K and the LU factorisations of A and K are built once per
-problem object and reused for every step and sample; the advection form is
-compiled once and re-assembled with the coefficient arrays of ψ and w updated in place.
+problem object and reused for every step and sample. The advection is applied
+through operators precomputed from the weak form (exact for every degree, see
+``TorusVorticitySolver.__init__``): per step only sparse products, no assembly;
+the compiled UFL form ``advection_form`` is kept as the reference it is tested against.
 
 Initial fields are drawn spectrally on the (res, res) grid of mesh vertices
 (:func:`sample_vorticity`) and placed on the P1 nodes (interpolated into P-degree
@@ -172,7 +178,7 @@ def forcing_function(x: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- the time stepper
 
 class TorusVorticitySolver:
-    """Semi-implicit (Crank–Nicolson/Heun) P-``degree`` solver of the vorticity equation.
+    """Semi-implicit (Crank–Nicolson + AB2 or Heun) P-``degree`` solver of the vorticity equation.
 
     Vectors are PETSc ``Vec`` of periodic coefficients (length ``space.n_periodic``).
     ``forcing`` is a callable f(x) for ``Function.interpolate`` or None for f = 0.
