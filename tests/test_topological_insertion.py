@@ -124,3 +124,35 @@ def test_threshold_trigger_checks_the_derivative():
     s2 = TopologicalInsertion()
     s2.load_state_dict(state)
     assert s2.history == s.history
+
+
+@pytest.mark.parametrize("name,opts", [("random_insertion", {}), ("net2deeper", {"position": "random"}),
+                                       ("net2deeper", {})])
+def test_baselines_insert_a_block_and_keep_or_lower_the_loss(name, opts):
+    model, y, t = mlp_case()
+    ctx = make_ctx(model, y, t)
+    j0 = ctx.train_loss()
+    strat = build_strategy(name, dict(opts))
+    prop = strat.propose(ctx)
+    assert prop is not None and prop.action == "insert" and 0 <= prop.depth <= model.depth
+    apply_proposal(model, prop)
+    after = ctx.train_loss()
+    assert model.depth == 3
+    if name == "net2deeper":
+        assert after == j0  # identity block: the function is exactly unchanged
+        if not opts:
+            assert prop.depth == 2
+    else:
+        assert after <= j0 + 1e-12
+        assert after - j0 == pytest.approx(prop.info["line_search_change"], abs=1e-12)
+
+
+def test_report_figure_from_events(tmp_path):
+    from pdegrow.growth.topological_report import plot_topological_history
+
+    events = [{"epoch": 10, "predicted_change": -0.02, "realised_change": -0.01,
+               "info": {"derivative": [0.1, 0.3, 0.2], "t_star": 1}},
+              {"epoch": 20, "predicted_change": 0.0, "realised_change": 0.0, "info": {}}]
+    out = plot_topological_history(events, tmp_path / "fig.png")
+    assert out is not None and out.stat().st_size > 1000
+    assert plot_topological_history(events[1:], tmp_path / "none.png") is None

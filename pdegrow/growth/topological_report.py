@@ -1,0 +1,77 @@
+"""Report figure of Approach II: predicted vs realised loss change, and the derivative per depth.
+
+Reads the growth events a run logged (``events.jsonl``: each topological
+insertion carries ``predicted_change``, ``realised_change`` and
+``info.derivative`` = [λ_max at depth 0 … L]) and draws
+
+1. predicted −(ε²/2)·Σλ_r against the realised change of the training loss,
+   one point per event, with the line y = x;
+2. the topological derivative against the depth, one curve per event
+   (coloured by epoch), the chosen depth t* marked.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def read_events(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The growth events of a run directory (``events.jsonl``), oldest first."""
+    path = Path(run_dir) / "events.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_topological_history(events: Sequence[dict[str, Any]] | str | Path, out: str | Path) -> Path | None:
+    """Write the two-panel figure to ``out``; ``events`` is a list of event dicts or a run directory.
+
+    Events without ``info.derivative`` (other strategies) are ignored; returns
+    None when nothing is left to plot.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    evs = read_events(events) if isinstance(events, (str, Path)) else list(events)
+    evs = [e for e in evs if isinstance(e.get("info"), dict) and "derivative" in e["info"]]
+    if not evs:
+        return None
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    pred = [float(e.get("predicted_change") or 0.0) for e in evs]
+    real = [float(e.get("realised_change", e.get("loss_after", 0.0) - e.get("loss_before", 0.0)))
+            for e in evs]
+    ax1.scatter(pred, real, c=range(len(evs)), cmap="viridis", zorder=3)
+    for i, (p, r) in enumerate(zip(pred, real, strict=True)):
+        ax1.annotate(str(i + 1), (p, r), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    lo = min(min(pred), min(real), 0.0)
+    ax1.plot([lo, 0.0], [lo, 0.0], "k--", lw=0.8, label="realised = predicted")
+    ax1.set_xlabel("predicted change  −(ε²/2) Σ λ_r")
+    ax1.set_ylabel("realised change of the training loss")
+    ax1.set_title("growth events")
+    ax1.legend(fontsize=8)
+    cmap = plt.get_cmap("viridis")
+    for i, e in enumerate(evs):
+        d = e["info"]["derivative"]
+        color = cmap(i / max(1, len(evs) - 1))
+        ax2.plot(range(len(d)), d, "-o", color=color, ms=3, label=f"event {i + 1} (epoch {e.get('epoch')})")
+        t = e["info"].get("t_star")
+        if t is not None:
+            ax2.plot([t], [d[t]], "*", color=color, ms=12)
+    from matplotlib.ticker import MaxNLocator
+
+    ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax2.set_xlabel("depth t")
+    ax2.set_ylabel("topological derivative  max_r λ_max(A_r)")
+    ax2.set_title("derivative per depth (★ = chosen t*)")
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
