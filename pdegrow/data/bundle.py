@@ -12,7 +12,7 @@ import torch
 from pdegrow.contract import open_dataset
 from pdegrow.data.loaders import LazySplit, MemorySplit, Split
 from pdegrow.data.noise import noisy_copy
-from pdegrow.data.normalize import Standardizer
+from pdegrow.data.normalize import Standardizer, input_transform
 from pdegrow.data.splits import make_splits
 from pdegrow.errors import DataContractError, PdegrowError
 from pdegrow.training.config import DataConfig
@@ -94,7 +94,7 @@ def prepare_data(path: str, cfg: DataConfig, seed: int, device: torch.device,
         for c in range(1, cfg.noisy_copies + 1):
             x_all.append(np.stack([noisy_copy(clean_tr[j], *noise, seed, int(tr[j]), c)
                                    for j in range(len(tr))]))
-        x_train = as_t(np.concatenate(x_all), field_in)
+        x_train = as_t(input_transform(np.concatenate(x_all), cfg.input_transform), field_in)
         if not np.isfinite(x_train.numpy()).all() or not np.isfinite(y_tr).all():
             raise DataContractError(f"{path}: training inputs or targets contain NaN/inf")
         input_norm = Standardizer.fit(x_train, cfg.normalize_inputs)
@@ -107,7 +107,7 @@ def prepare_data(path: str, cfg: DataConfig, seed: int, device: torch.device,
             if copies:
                 x = x_train
             else:
-                x = as_t(f[cfg.input][idx_np], field_in)
+                x = as_t(input_transform(f[cfg.input][idx_np], cfg.input_transform), field_in)
             y = as_t(f[cfg.target][idx_np], field_out)
             reps = 1 + copies
             aux = {k: torch.as_tensor(np.tile(f[k][idx_np], (reps,) + (1,) * (f[k].ndim - 1)), dtype=dtype)
@@ -119,7 +119,7 @@ def prepare_data(path: str, cfg: DataConfig, seed: int, device: torch.device,
         def lazy_split(idx: list[int], copies: int) -> LazySplit:
             return LazySplit(str(path), cfg.input, cfg.target, list(cfg.aux), np.asarray(idx, dtype=np.int64),
                              copies, cfg.clean_input if copies else None, noise, seed, input_norm,
-                             target_norm, field_in, field_out, dtype, device)
+                             target_norm, field_in, field_out, dtype, device, cfg.input_transform)
 
         make = memory_split if in_memory else lazy_split
         train = make(splits["train"], cfg.noisy_copies)

@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
+import numpy as np
 import torch
 
 Mode = Literal["feature", "scalar", "none"]
+
+
+def input_transform(x: Any, kind: str) -> Any:
+    """A fixed elementwise map applied to raw inputs before standardisation.
+
+    ``none``: x; ``log``: log |x| (for positive observations such as temperatures,
+    where T ∝ 1/κ makes log T close to linear in the log-conductivity).
+    Works on numpy arrays and torch tensors.
+    """
+    if kind == "none":
+        return x
+    if kind == "log":
+        if isinstance(x, torch.Tensor):
+            return torch.log(x.abs().clamp_min(1e-30))
+        return np.log(np.maximum(np.abs(x), 1e-30))
+    raise ValueError(f"unknown input transform {kind!r} (none, log)")
 
 
 class Standardizer:

@@ -40,6 +40,7 @@ class DataConfig:
     split_seed: int = 0
     noisy_copies: int = 0                  # extra noisy copies of each training input
     clean_input: str = "inputs/observations_clean"
+    input_transform: Literal["none", "log"] = "none"   # applied to raw inputs (and noisy copies)
     normalize_inputs: Literal["feature", "scalar", "none"] = "feature"
     normalize_targets: Literal["feature", "scalar", "none"] = "feature"
     in_memory: Literal["auto", "yes", "no"] = "auto"

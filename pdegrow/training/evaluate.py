@@ -19,7 +19,7 @@ import torch
 
 from pdegrow.contract import open_dataset
 from pdegrow.data.loaders import Batch
-from pdegrow.data.normalize import Standardizer
+from pdegrow.data.normalize import Standardizer, input_transform
 from pdegrow.errors import PdegrowError
 from pdegrow.models.resnet import GrowableResNet
 from pdegrow.regularizers.heat_physics import HeatOperators, field_from_prediction
@@ -98,7 +98,7 @@ def load_eval_data(run: TrainedRun, data_path: str, split: str | None = None) ->
 
 def _as_model_input(run: TrainedRun, x: np.ndarray) -> torch.Tensor:
     p = next(run.model.parameters())
-    t = torch.as_tensor(x, dtype=p.dtype, device=p.device)
+    t = torch.as_tensor(input_transform(x, run.cfg.data.input_transform), dtype=p.dtype, device=p.device)
     if run.model.is_conv and t.ndim == 3:
         t = t[:, None]
     expected = tuple(run.input_norm.mean.shape) if run.input_norm.mode == "feature" else None
