@@ -159,3 +159,21 @@ def test_growth_on_cuda():
     sync_optimizer(opt, model)
     assert torch.equal(model(y), before)
     _train_steps(model, opt, y)
+
+
+def test_conv_layerwise_pieces_keep_function():
+    from pdegrow.models import ConvCorrector
+
+    torch.manual_seed(2)
+    model = GrowableResNet.conv(1, 1, width=3, depth=1, hidden=[2], padding_mode="circular").double()
+    y = torch.randn(2, 1, 6, 6, dtype=torch.float64)
+    before = model(y)
+    blk = model.insert_block(model.depth, model.new_block("conv_perceptron"))
+    assert blk.padding_mode == "circular"
+    q = ConvCorrector(1, 1, hidden=[2], padding_mode="circular", scale=0.5)
+    q.zero_init()
+    model.add_corrector(q)
+    assert torch.equal(model(y), before)
+    clone = GrowableResNet.from_spec(model.spec()).double()
+    clone.load_state_dict(model.state_dict())
+    assert torch.equal(clone(y), before)

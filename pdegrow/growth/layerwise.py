@@ -33,7 +33,7 @@ from pdegrow.growth.base import (
     apply_proposal,
     register_strategy,
 )
-from pdegrow.models.blocks import MLPCorrector
+from pdegrow.models.blocks import ConvCorrector, MLPCorrector
 
 
 def _saturated(bests: list[float], tol: float) -> bool:
@@ -79,7 +79,10 @@ class LayerwiseStrategy(GrowthStrategy):
                 kwargs: dict[str, Any] = {"activation": self.activation}
                 if self.hidden:
                     kwargs["hidden"] = self.hidden
-                block = ctx.model.new_block(self.block, zero_init=True, **kwargs)
+                kind = self.block
+                if ctx.model.is_conv and kind == "perceptron":
+                    kind = "conv_perceptron"
+                block = ctx.model.new_block(kind, zero_init=True, **kwargs)
                 return GrowthProposal("insert", depth=ctx.model.depth, block=block, predicted_change=0.0,
                                       info={"layer": self.added + 1})
             self.stage = "srl" if self.srl_steps > 0 else "done"
@@ -89,8 +92,14 @@ class LayerwiseStrategy(GrowthStrategy):
                 self.stage = "done"
             else:
                 scale = self._residual_rms(ctx)
-                q = MLPCorrector(int(torch.tensor(ctx.data.input_shape).prod()), list(ctx.data.target_shape),
-                                 self.srl_hidden, self.srl_activation, scale=scale)
+                if ctx.model.is_conv:
+                    q = ConvCorrector(ctx.data.input_shape[0], ctx.data.target_shape[0], self.srl_hidden,
+                                      activation=self.srl_activation, scale=scale,
+                                      padding_mode=getattr(ctx.model.lift, "padding_mode", "zeros"))
+                else:
+                    q = MLPCorrector(int(torch.tensor(ctx.data.input_shape).prod()),
+                                     list(ctx.data.target_shape), self.srl_hidden, self.srl_activation,
+                                     scale=scale)
                 q.zero_init()
                 return GrowthProposal("corrector", block=q, predicted_change=0.0,
                                       info={"corrector": self.correctors + 1, "residual_rms": scale})

@@ -7,6 +7,7 @@ from pdegrow.models.activations import make_activation, silu_tanh
 from pdegrow.models.blocks import (
     BLOCK_REGISTRY,
     ConvBlock,
+    ConvCorrector,
     ConvHead,
     ConvLift,
     ConvPerceptronBlock,
@@ -24,7 +25,8 @@ from pdegrow.models.optim import make_optimizer, sync_optimizer
 from pdegrow.models.resnet import GrowableResNet
 
 __all__ = [
-    "BLOCK_REGISTRY", "ConvBlock", "ConvHead", "ConvLift", "ConvPerceptronBlock", "GrowableResNet",
+    "BLOCK_REGISTRY", "ConvBlock", "ConvCorrector", "ConvHead", "ConvLift", "ConvPerceptronBlock",
+    "GrowableResNet",
     "LinearHead", "LinearLift", "MLPBlock", "MLPCorrector", "PerceptronBlock", "SpecModule",
     "build_module", "make_activation", "make_optimizer", "register_block", "silu_tanh",
     "sync_optimizer", "widen_pair",

@@ -392,3 +392,32 @@ class MLPCorrector(_Stack):
     def spec(self) -> dict[str, Any]:
         return {"kind": self.kind, "in_features": self.in_features, "out_shape": list(self.out_shape),
                 "hidden": list(self.hidden), "activation": self.activation_name, "scale": float(self.scale)}
+
+
+@register_block
+class ConvCorrector(_Stack):
+    """Q(y) = s · C_k σ(… σ(C_1 y)) on input fields (B, C_in, H, W) → (B, C_out, H, W); SRL for fields."""
+
+    kind = "conv_corrector"
+
+    def __init__(self, in_channels: int, out_channels: int, hidden: list[int] | tuple[int, ...] = (16, 16),
+                 kernel_size: int = 3, activation: str = "gelu", scale: float = 1.0,
+                 padding_mode: str = "zeros"):
+        super().__init__()
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.hidden, self.kernel_size = [int(h) for h in hidden], int(kernel_size)
+        self.activation_name, self.padding_mode = activation, padding_mode
+        sizes = [self.in_channels, *self.hidden, self.out_channels]
+        self.layers = nn.ModuleList(_conv(a, b, self.kernel_size, padding_mode)
+                                    for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+        self.act = make_activation(activation)
+        self.register_buffer("scale", torch.tensor(float(scale)))
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.scale * self._run(y, self.act)
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": self.kind, "in_channels": self.in_channels, "out_channels": self.out_channels,
+                "hidden": list(self.hidden), "kernel_size": self.kernel_size,
+                "activation": self.activation_name, "scale": float(self.scale),
+                "padding_mode": self.padding_mode}

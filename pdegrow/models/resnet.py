@@ -179,6 +179,9 @@ class GrowableResNet(nn.Module):
             raise PdegrowError(f"unknown block kind {kind!r} (known: {', '.join(sorted(BLOCK_REGISTRY))})")
         key = "channels" if "conv" in kind else "width"
         kwargs.setdefault(key, self.stream_width)
+        if "conv" in kind:  # follow the lift's padding and kernel unless told otherwise
+            kwargs.setdefault("padding_mode", getattr(self.lift, "padding_mode", "zeros"))
+            kwargs.setdefault("kernel_size", getattr(self.lift, "kernel_size", 3))
         import inspect
 
         accepted = inspect.signature(cls.__init__).parameters

@@ -78,7 +78,8 @@ def build_model(cfg: ExperimentConfig, data: DataBundle) -> GrowableResNet:
         if not data.is_field:
             raise PdegrowError(f"[model] kind = 'conv' needs field inputs and targets; the data has input "
                                f"shape {data.input_shape} and target shape {data.target_shape}")
-        return GrowableResNet.conv(data.input_shape[0], data.target_shape[0], m.width, m.depth, block=m.block,
+        block = {"perceptron": "conv_perceptron", "mlp": "conv"}.get(m.block, m.block)
+        return GrowableResNet.conv(data.input_shape[0], data.target_shape[0], m.width, m.depth, block=block,
                                    activation=m.activation, kernel_size=m.kernel_size,
                                    padding_mode=m.padding_mode, hidden=m.hidden)
     return GrowableResNet.mlp(int(np.prod(data.input_shape)), list(data.target_shape), m.width, m.depth,
