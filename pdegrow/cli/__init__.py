@@ -9,7 +9,7 @@ import sys
 from pdegrow import __version__
 from pdegrow.errors import PdegrowError
 
-SUBCOMMANDS = ("generate", "info", "train", "evaluate", "report", "demo")
+SUBCOMMANDS = ("generate", "info", "train", "evaluate", "report", "compare", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,114 @@
+"""Comparison figures (matplotlib, Agg): one panel per data set, one colour per strategy.
+
+* ``error_vs_params.png`` — test error against the final parameter count (every run,
+  and the mean ± std of each strategy);
+* ``error_vs_wall.png`` — test error against the training wall time;
+* ``loss_curves.png`` — validation loss per epoch of every run (log scale), growth
+  events marked with dots.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pdegrow.comparison.config import CompareConfig
+from pdegrow.comparison.table import summarise
+from pdegrow.training.runlog import read_jsonl
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _colours(plt: Any, n: int) -> list[Any]:
+    if n <= 10:
+        return list(plt.rcParams["axes.prop_cycle"].by_key()["color"])
+    cmap = plt.get_cmap("tab20")
+    return [cmap(i % 20) for i in range(n)]
+
+
+def _panels(plt: Any, n: int) -> tuple[Any, list[Any]]:
+    fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 4.0), squeeze=False)
+    return fig, list(axes[0])
+
+
+def _scatter(cfg: CompareConfig, runs: list[dict[str, Any]], metric: str, xkey: str, xlabel: str,
+             path: Path, logx: bool) -> None:
+    plt = _plt()
+    fig, axes = _panels(plt, len(cfg.datasets))
+    colours = _colours(plt, len(cfg.strategies))
+    for ax, d in zip(axes, cfg.datasets, strict=True):
+        for j, s in enumerate(cfg.strategies):
+            mine = [r for r in runs if r["dataset"] == d and r["strategy"] == s]
+            if not mine:
+                continue
+            c = colours[j % len(colours)]
+            xs, ys = [float(r[xkey]) for r in mine], [float(r["error"]) for r in mine]
+            ax.scatter(xs, ys, color=c, alpha=0.4, s=14)
+            mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+            sy = (sum((y - my) ** 2 for y in ys) / max(len(ys) - 1, 1)) ** 0.5
+            ax.errorbar([mx], [my], yerr=[sy], color=c, marker="o", ms=7, capsize=3, label=s)
+        ax.set_title(d)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"test {metric}")
+        if logx:
+            ax.set_xscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _loss_curves(cfg: CompareConfig, out: Path, results: list[dict[str, Any]], path: Path) -> None:
+    plt = _plt()
+    fig, axes = _panels(plt, len(cfg.datasets))
+    colours = _colours(plt, len(cfg.strategies))
+    specs = {(r.dataset, r.strategy, r.seed): r for r in cfg.runs}
+    for ax, d in zip(axes, cfg.datasets, strict=True):
+        labelled: set[str] = set()
+        for res in results:
+            if res["dataset"] != d:
+                continue
+            spec = specs[(res["dataset"], res["strategy"], res["seed"])]
+            run_dir = spec.run_dir(out)
+            rows = read_jsonl(run_dir / "metrics.jsonl")
+            if not rows:
+                continue
+            s = res["strategy"]
+            c = colours[cfg.strategies.index(s) % len(colours)]
+            ep = [r["epoch"] for r in rows]
+            val = [r["val_loss"] for r in rows]
+            ax.plot(ep, val, color=c, lw=1, alpha=0.7, label=None if s in labelled else s)
+            labelled.add(s)
+            events = read_jsonl(run_dir / "events.jsonl")
+            by_epoch = {r["epoch"]: r["val_loss"] for r in rows}
+            ev = [e["epoch"] for e in events if e["epoch"] in by_epoch]
+            ax.scatter(ev, [by_epoch[e] for e in ev], color=c, s=10, zorder=3)
+        ax.set_yscale("log")
+        ax.set_title(d)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation loss")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_figures(cfg: CompareConfig, results: list[dict[str, Any]], out: Path) -> list[Path]:
+    """The three figures in ``out/figures``; returns their paths."""
+    fig_dir = out / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    metric, _rows, runs = summarise(cfg, results)
+    paths = [fig_dir / "error_vs_params.png", fig_dir / "error_vs_wall.png", fig_dir / "loss_curves.png"]
+    _scatter(cfg, runs, metric, "n_params", "parameters (end of training)", paths[0], logx=True)
+    _scatter(cfg, runs, metric, "train_wall_s", "training wall time (s)", paths[1], logx=False)
+    _loss_curves(cfg, out, results, paths[2])
+    return paths

@@ -1,0 +1,118 @@
+"""The comparison table: per data set and strategy, mean ± std over seeds (Markdown + CSV).
+
+Columns: runs finished, the test error (``metric``), final parameter count,
+growth events, epochs, training wall time. ``runs.csv`` lists every run.
+The std is the sample standard deviation (n − 1); with one seed it is 0.
+Numbers do not depend on how the runs were spread over ranks, except the
+wall times.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+from pdegrow.comparison.config import CompareConfig
+from pdegrow.comparison.runner import read_result
+from pdegrow.training.runlog import atomic_write_text
+
+RUN_COLUMNS = ("dataset", "strategy", "seed", "error", "n_params", "depth", "growth_events", "epochs",
+               "train_wall_s", "wall_s")
+TABLE_COLUMNS = ("dataset", "strategy", "metric", "runs", "error_mean", "error_std", "params_mean",
+                 "params_std", "growth_events_mean", "epochs_mean", "train_wall_s_mean", "train_wall_s_std")
+WALL_COLUMNS = ("train_wall_s", "wall_s", "train_wall_s_mean", "train_wall_s_std")
+
+
+def choose_metric(metric: str, results: list[dict[str, Any]]) -> str:
+    """``metric`` if given, else ``rel_error_field`` when present, else the first ``rel_error_*`` key."""
+    if metric:
+        return metric
+    keys = [k for r in results for k in r.get("test", {}) if k.startswith("rel_error")]
+    if "rel_error_field" in keys:
+        return "rel_error_field"
+    return keys[0] if keys else "loss"
+
+
+def collect_results(cfg: CompareConfig, out: Path) -> list[dict[str, Any]]:
+    """The finished runs' results, in config order."""
+    found = []
+    for spec in cfg.runs:
+        res = read_result(spec.run_dir(out))
+        if res is not None and res.get("config") == spec.config:
+            found.append(res)
+    return found
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    n = len(values)
+    if n == 0:
+        return math.nan, math.nan
+    m = math.fsum(values) / n
+    if n == 1:
+        return m, 0.0
+    return m, math.sqrt(math.fsum((v - m) ** 2 for v in values) / (n - 1))
+
+
+def summarise(cfg: CompareConfig, results: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]],
+                                                                          list[dict[str, Any]]]:
+    """(metric, table rows, per-run rows)."""
+    metric = choose_metric(cfg.metric, results)
+    runs = []
+    for r in results:
+        test = r.get("test") or r.get("val") or {}
+        runs.append({"dataset": r["dataset"], "strategy": r["strategy"], "seed": r["seed"],
+                     "error": test.get(metric, math.nan), "n_params": r["n_params"], "depth": r["depth"],
+                     "growth_events": r["growth_events"], "epochs": r["epochs"],
+                     "train_wall_s": r["train_wall_s"], "wall_s": r["wall_s"]})
+    rows = []
+    for d in cfg.datasets:
+        for s in cfg.strategies:
+            mine = [r for r in runs if r["dataset"] == d and r["strategy"] == s]
+            err = mean_std([float(r["error"]) for r in mine])
+            par = mean_std([float(r["n_params"]) for r in mine])
+            wall = mean_std([float(r["train_wall_s"]) for r in mine])
+            rows.append({"dataset": d, "strategy": s, "metric": metric, "runs": len(mine),
+                         "error_mean": err[0], "error_std": err[1],
+                         "params_mean": par[0], "params_std": par[1],
+                         "growth_events_mean": mean_std([float(r["growth_events"]) for r in mine])[0],
+                         "epochs_mean": mean_std([float(r["epochs"]) for r in mine])[0],
+                         "train_wall_s_mean": wall[0], "train_wall_s_std": wall[1]})
+    return metric, rows, runs
+
+
+def _csv(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: repr(v) if isinstance(v, float) else v for k, v in r.items() if k in columns})
+    return buf.getvalue()
+
+
+def markdown_table(cfg: CompareConfig, metric: str, rows: list[dict[str, Any]]) -> str:
+    lines = [f"Test {metric}: mean ± std over seeds {', '.join(map(str, cfg.seeds))} "
+             f"(n = runs finished); parameters at the end of training; wall = training wall time.", "",
+             f"| data set | strategy | runs | test {metric} | parameters | growth events | epochs "
+             f"| wall (s) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        if r["runs"] == 0:
+            lines.append(f"| {r['dataset']} | {r['strategy']} | 0 | — | — | — | — | — |")
+            continue
+        lines.append(f"| {r['dataset']} | {r['strategy']} | {r['runs']} | {r['error_mean']:.4f} ± "
+                     f"{r['error_std']:.4f} | {r['params_mean']:.0f} | {r['growth_events_mean']:.1f} | "
+                     f"{r['epochs_mean']:.0f} | {r['train_wall_s_mean']:.1f} ± {r['train_wall_s_std']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(cfg: CompareConfig, results: list[dict[str, Any]], out: Path) -> list[Path]:
+    """``table.md``, ``table.csv`` and ``runs.csv`` in ``out``."""
+    metric, rows, runs = summarise(cfg, results)
+    paths = [out / "table.md", out / "table.csv", out / "runs.csv"]
+    atomic_write_text(paths[0], markdown_table(cfg, metric, rows))
+    atomic_write_text(paths[1], _csv(rows, TABLE_COLUMNS))
+    atomic_write_text(paths[2], _csv(runs, RUN_COLUMNS))
+    return paths
