@@ -398,3 +398,24 @@ def test_strategies_need_mlp_blocks_and_reject_unknown_options():
         build_strategy("tiny", {}).setup(ctx)
     with pytest.raises(PdegrowError, match="unknown option"):
         build_strategy("gradmax", {"nuerons": 3})
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_every_strategy_on_cuda(name):
+    model, y, t = mlp_case()
+    dev = torch.device("cuda")
+    model, y, t = model.to(dev), y.to(dev), t.to(dev)
+    ctx = make_ctx(model, y, t, epoch=1)
+    ctx.device = dev
+    strat = build_strategy(name, STRATEGIES[name])
+    strat.setup(ctx)
+    with torch.no_grad():
+        before = model(y)
+    prop = strat.propose(ctx)
+    assert prop is not None
+    strat.apply(ctx, prop)
+    assert all(p.device.type == "cuda" for p in model.parameters())
+    if name not in ("tiny", "net2wider"):
+        with torch.no_grad():
+            assert torch.equal(model(y), before)
