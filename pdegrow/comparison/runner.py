@@ -183,13 +183,20 @@ def run_comparison(config_path: str | Path, out: str | Path, *, data_overrides: 
     out = Path(comm.bcast(str(out), root=0))
     plan: Any = None
     error: str | None = None
+    bug: BaseException | None = None
     if comm.rank == 0:
         try:
             plan = _plan(str(config_path), out, data_overrides)
         except PdegrowError as exc:
             error = str(exc)
+        except Exception as exc:  # not the user's: every rank stops, rank 0 with the traceback
+            bug, error = exc, f"internal error on rank 0: {type(exc).__name__}: {exc}"
     plan, error = comm.bcast((plan, error), root=0)
+    if bug is not None:
+        raise bug
     if error is not None:
+        if error.startswith("internal error on rank 0"):
+            raise RuntimeError(error)
         raise PdegrowError(error)
     cfg, pending = plan
     mine = pending[comm.rank :: comm.size]
