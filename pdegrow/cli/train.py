@@ -36,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="override [run] seed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--distributed", action="store_true",
+                   help="one model over all ranks of an mpiexec/srun job (DDP; automatic under torchrun), "
+                   "see pdegrow/training/distributed.py")
     p.set_defaults(run=run)
 
 
@@ -62,8 +65,23 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, overrides) if Path(args.config).suffix != ".json" else \
             build_config(apply_overrides(json.loads(Path(args.config).read_text()), overrides), args.config)
         data = args.data
-    summary = train(cfg, data, args.out, resume=args.resume, overwrite=args.overwrite,
-                    progress=False if args.no_progress else None)
+    from pdegrow.training import distributed
+
+    if args.distributed or distributed.launched_by_torchrun():
+        rank = distributed.launch_info().rank
+        try:
+            summary = distributed.train_distributed(cfg, data, args.out, resume=args.resume,
+                                                    overwrite=args.overwrite,
+                                                    progress=False if args.no_progress else None)
+        except PdegrowError:
+            if rank != 0:  # rank 0 reports it
+                return 2
+            raise
+        if summary is None:  # not rank 0
+            return 0
+    else:
+        summary = train(cfg, data, args.out, resume=args.resume, overwrite=args.overwrite,
+                        progress=False if args.no_progress else None)
     if args.json:
         print(json.dumps(summary, indent=1))
     else:
