@@ -62,10 +62,14 @@ def recovered_field(pred_phys: torch.Tensor, data: DataBundle, ops: HeatOperator
 
 def batch_metrics(pred_phys: torch.Tensor, target_phys: torch.Tensor, batch: Any, data: DataBundle,
                   ops: HeatOperators | None) -> dict[str, torch.Tensor]:
-    """Per-sample metrics (each (B,)): relative error of the target, and of the field for heat."""
+    """Per-sample metrics (each (B,)): relative error of the target, and for heat of the
+    log-conductivity field m (``rel_error_field``, Euclidean over nodes; ``…_l2``, lumped-mass L²)
+    and of the conductivity e^m (``rel_error_conductivity``)."""
     b = pred_phys.shape[0]
     p, t = pred_phys.reshape(b, -1), target_phys.reshape(b, -1)
     out = {"rel_error_target": (p - t).norm(dim=1) / t.norm(dim=1).clamp_min(1e-30)}
+    if data.cfg.problem == "classification":  # one-hot targets: misclassified samples
+        out["error_rate"] = (p.argmax(1) != t.argmax(1)).to(p.dtype)
     m = recovered_field(pred_phys, data, ops)
     if m is not None and FIELD in batch.aux:
         m_true = batch.aux[FIELD].to(m.dtype)
@@ -73,4 +77,6 @@ def batch_metrics(pred_phys: torch.Tensor, target_phys: torch.Tensor, batch: Any
         out["rel_error_field"] = diff.norm(dim=1) / m_true.norm(dim=1).clamp_min(1e-30)
         w = ops.lumped_mass
         out["rel_error_field_l2"] = ((w * diff**2).sum(1) / (w * m_true**2).sum(1).clamp_min(1e-30)).sqrt()
+        kappa, kappa_true = m.exp(), m_true.exp()
+        out["rel_error_conductivity"] = (kappa - kappa_true).norm(dim=1) / kappa_true.norm(dim=1)
     return out
