@@ -38,7 +38,6 @@ to a 1-process run.
 from __future__ import annotations
 
 import datetime
-import gc
 import hashlib
 import json
 import os
@@ -307,8 +306,7 @@ class DistributedTrainer(Trainer):
         """(Re-)wrap the model in DistributedDataParallel; the old wrapper's hooks go with it."""
         from torch.nn.parallel import DistributedDataParallel
 
-        self.ddp = None
-        gc.collect()
+        self.ddp = None  # freed by reference count: its reducer removes its gradient hooks
         if not any(p.requires_grad for p in self.model.parameters()):
             self.ddp = self.model         # nothing to train, nothing to reduce
             return
