@@ -78,7 +78,7 @@ class TrainConfig:
     patience: int = 30                     # epochs without validation improvement → plateau
     min_delta: float = 1e-4                # relative improvement that counts
     restore_best: bool = True              # at a phase end, go back to its best validation weights
-    loss: Literal["mse", "relative_mse"] = "mse"
+    loss: Literal["mse", "relative_mse", "cross_entropy"] = "mse"   # cross_entropy: one-hot/soft targets
 
 
 @dataclass

@@ -87,7 +87,10 @@ def build_model(cfg: ExperimentConfig, data: DataBundle) -> GrowableResNet:
 
 
 def data_loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
-    """``mse``: mean (ŷ − y)²; ``relative_mse``: mean_b ‖ŷ_b − y_b‖² / ‖y_b‖² (normalised units)."""
+    """``mse``: mean (ŷ − y)²; ``relative_mse``: mean_b ‖ŷ_b − y_b‖² / ‖y_b‖² (normalised units);
+    ``cross_entropy``: mean_b −Σ_c y_bc log softmax(ŷ_b)_c (ŷ logits, y one-hot or soft labels)."""
+    if kind == "cross_entropy":
+        return -(target.float() * torch.log_softmax(pred.float(), dim=-1)).sum(-1).mean()
     if kind == "mse":
         return (pred.float() - target.float()).pow(2).mean() if pred.dtype != target.dtype else \
             (pred - target).pow(2).mean()
