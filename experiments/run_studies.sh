@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The studies of issues 5 and 7, one command each (run from the repository root, venv active or
+# PDEGROW_BIN pointing at its bin/). Results: experiments/RESULTS.md. Each line is restartable:
+# `pdegrow compare` keeps finished runs; transfer_study.py keeps finished runs.
+#
+#   bash experiments/run_studies.sh data          # generate / derive every data set (once)
+#   bash experiments/run_studies.sh heat-paper    # one study; names below; "all" runs every study
+set -euo pipefail
+BIN=${PDEGROW_BIN:-.venv/bin}
+NP=${NP:-2}
+export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+compare() { "$BIN/mpiexec" -n "$NP" "$BIN/pdegrow" compare --quiet --config "experiments/$1.toml" --out "runs/$1"; }
+
+case "${1:-help}" in
+  data)
+    [ -f datasets/heat-paper-560.h5 ] || "$BIN/mpiexec" -n "$NP" "$BIN/pdegrow" generate heat --preset paper \
+        --n-samples 560 --seed 0 --out datasets/heat-paper-560.h5 --no-progress
+    [ -f datasets/heat-default-1500.h5 ] || "$BIN/mpiexec" -n "$NP" "$BIN/pdegrow" generate heat --preset default \
+        --n-samples 1500 --seed 0 --out datasets/heat-default-1500.h5 --no-progress
+    [ -f datasets/ns-32-T5.h5 ] || "$BIN/mpiexec" -n "$NP" "$BIN/pdegrow" generate navier-stokes --resolution 32 \
+        --final-time 5.0 --set dt=2.5e-3 --set 'snapshot_times=[0.2,1.0]' --n-samples 600 --seed 0 \
+        --out datasets/ns-32-T5.h5 --no-progress
+    [ -f datasets/ns32-T5-sensors.h5 ] || "$BIN/python" experiments/ns_time_sets.py datasets/ns-32-T5.h5 --stem datasets/ns32
+    "$BIN/python" experiments/prototype_data.py diabetes digits --overwrite ;;
+  heat-paper)   compare study-heat-paper
+                "$BIN/python" experiments/summarise_study.py runs/study-heat-paper \
+                    --metrics rel_error_field rel_error_field_l2 rel_error_conductivity ;;
+  heat-default) compare study-heat-default
+                "$BIN/python" experiments/summarise_study.py runs/study-heat-default \
+                    --metrics rel_error_field rel_error_field_l2 rel_error_conductivity ;;
+  ns-sensors)   compare study-ns-sensors ;;
+  ns-full)      compare study-ns-full ;;
+  ns-conv)      compare study-ns-conv ;;
+  diabetes)     compare study-prototypes-diabetes ;;
+  digits)       compare study-prototypes-digits ;;
+  transfer)     "$BIN/python" experiments/transfer_study.py --out runs/study-transfer --workers "$NP" ;;
+  all)          for s in heat-paper heat-default ns-sensors ns-full ns-conv diabetes digits transfer; do
+                    "$0" "$s"; done ;;
+  *) sed -n 2,8p "$0"; exit 2 ;;
+esac
