@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import time
-from pathlib import Path
-
 import h5py
 import numpy as np
 import pytest
-from conftest import PDEGROW, ROOT, run_cli
+from conftest import assert_same_samples, kill_and_resume, run_cli
 
 from pdegrow.cli import main
 from pdegrow.contract import open_dataset
@@ -18,19 +13,6 @@ from pdegrow.errors import DataContractError
 
 SMALL = ["--preset", "default", "--set", "nx=12", "--set", "ny=12", "--set", "n_sensors=9",
          "--no-progress"]
-
-
-def assert_same_samples(a: Path, b: Path) -> None:
-    """Every array of two data sets is bitwise equal."""
-    with h5py.File(a) as fa, h5py.File(b) as fb:
-        names: list[str] = []
-        fa.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
-        other: list[str] = []
-        fb.visititems(lambda n, o: other.append(n) if isinstance(o, h5py.Dataset) else None)
-        assert sorted(names) == sorted(other)
-        for name in names:
-            np.testing.assert_array_equal(fa[name][...], fb[name][...], err_msg=name)
-        assert fa.attrs["config"] == fb.attrs["config"]
 
 
 def test_one_and_two_ranks_give_identical_files(tmp_path):
@@ -47,28 +29,11 @@ def test_one_and_two_ranks_give_identical_files(tmp_path):
 
 
 def test_resume_after_a_kill_gives_the_uninterrupted_file(tmp_path):
-    full, killed = tmp_path / "full.h5", tmp_path / "killed.h5"
     args = ["generate", "heat", "--preset", "default", "--n-samples", "1500", "--flush-every", "5",
             "--no-progress"]
-    run_cli(*args, "--out", str(full))
-    parts = tmp_path / "killed.h5.parts"
-    proc = subprocess.Popen([*PDEGROW, *args, "--out", str(killed)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(list(parts.glob("part-*.h5"))) < 3:
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    n_parts = len(list(parts.glob("part-*.h5")))
-    assert 3 <= n_parts < 300, "the run was not killed midway"
-    assert not killed.exists(), "a killed run must not leave a complete-looking file"
-    # without --resume the interrupted run is protected
-    refused = run_cli(*args, "--out", str(killed), check=False)
-    assert refused.returncode == 2 and "--resume" in refused.stderr
-    resumed = run_cli(*args, "--out", str(killed), "--resume")
-    generated = int(resumed.stdout.split("(")[1].split()[0])
+    n_parts, generated = kill_and_resume(args, tmp_path)
+    assert n_parts < 300, "the run was not killed midway"
     assert generated <= 1500 - 5 * n_parts
-    assert_same_samples(full, killed)
 
 
 def test_existing_output_needs_overwrite(tmp_path, capsys):

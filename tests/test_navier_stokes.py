@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 import sys
-import time
 
 from mpi4py import MPI  # noqa: F401  (before dolfinx)
 
 import numpy as np
 import pytest
 import ufl
-from conftest import PDEGROW, ROOT, run_cli
+from conftest import ROOT, assert_same_samples, kill_and_resume, run_cli
 from dolfinx import fem
-from test_generation import assert_same_samples
 
 from pdegrow.cli import main
 from pdegrow.contract import open_dataset
@@ -260,22 +256,9 @@ def test_one_and_two_ranks_give_identical_files(tmp_path):
 def test_resume_after_a_kill_gives_the_uninterrupted_file(tmp_path):
     args = ["generate", "navier-stokes", "--resolution", "16", "--final-time", "0.1", "--set", "dt=0.001",
             "--n-samples", "200", "--flush-every", "2", "--no-progress"]
-    full, killed = tmp_path / "full.h5", tmp_path / "killed.h5"
-    run_cli(*args, "--out", str(full))
-    parts = tmp_path / "killed.h5.parts"
-    proc = subprocess.Popen([*PDEGROW, *args, "--out", str(killed)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(list(parts.glob("part-*.h5"))) < 3:
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    n_parts = len(list(parts.glob("part-*.h5")))
-    assert 3 <= n_parts < 100, "the run was not killed midway"
-    assert not killed.exists()
-    resumed = run_cli(*args, "--out", str(killed), "--resume")
-    assert int(resumed.stdout.split("(")[1].split()[0]) <= 200 - 2 * n_parts
-    assert_same_samples(full, killed)
+    n_parts, generated = kill_and_resume(args, tmp_path)
+    assert n_parts < 100, "the run was not killed midway"
+    assert generated <= 200 - 2 * n_parts
 
 
 @pytest.mark.parametrize(
