@@ -129,13 +129,9 @@ class FoldingStrategy(NeuronGrowth):
         self.kmeans_iters, self.scale = int(kmeans_iters), float(scale)
 
     def propose(self, ctx: GrowthContext) -> GrowthProposal | None:
-        keys = self.candidates(ctx)
-        if not keys:
+        if (where := self.next_layer(ctx)) is None:
             return None
-        key = self.pick_layer(ctx, keys)
-        k = self.units_allowed(ctx, key, self.neurons)
-        if k < 1:
-            return None
+        key, k = where
         stats = shared_statistics(ctx, keep_samples=self.sample_size)
         x = stats.layers[key].samples
         w = stats.sample_loss

@@ -76,13 +76,9 @@ class GradMaxStrategy(NeuronGrowth):
                 raise PdegrowError("gradmax needs σ(0) = 0 to keep the function")
 
     def propose(self, ctx: GrowthContext) -> GrowthProposal | None:
-        keys = self.candidates(ctx)
-        if not keys:
+        if (where := self.next_layer(ctx)) is None:
             return None
-        key = self.pick_layer(ctx, keys)
-        k = self.units_allowed(ctx, key, self.neurons)
-        if k < 1:
-            return None
+        key, k = where
         stats = shared_statistics(ctx).layers[key]
         first, second = fan_layers(ctx.model, key)
         g = stats.grad_cross

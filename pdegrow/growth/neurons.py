@@ -136,6 +136,15 @@ class NeuronGrowth(GrowthStrategy):
         self.cursor += 1
         return key
 
+    def next_layer(self, ctx: GrowthContext) -> tuple[LayerKey, int] | None:
+        """Where the next neurons go and how many fit the budget; None when nothing can grow."""
+        keys = self.candidates(ctx)
+        if not keys:
+            return None
+        key = self.pick_layer(ctx, keys)
+        k = self.units_allowed(ctx, key, self.neurons)
+        return (key, k) if k >= 1 else None
+
     def widen_proposal(self, key: LayerKey, fan_in: Tensor, bias: Tensor, fan_out: Tensor,
                        predicted: float | None, info: dict[str, Any]) -> GrowthProposal:
         return GrowthProposal("widen", depth=key[0], layer=key[1], k=int(fan_in.shape[0]), fan_in=fan_in,

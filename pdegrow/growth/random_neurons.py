@@ -23,13 +23,9 @@ class RandomNeuronsStrategy(NeuronGrowth):
     name = "random_neurons"
 
     def propose(self, ctx: GrowthContext) -> GrowthProposal | None:
-        keys = self.candidates(ctx)
-        if not keys:
+        if (where := self.next_layer(ctx)) is None:
             return None
-        key = self.pick_layer(ctx, keys)
-        k = self.units_allowed(ctx, key, self.neurons)
-        if k < 1:
-            return None
+        key, k = where
         first, second = fan_layers(ctx.model, key)
         bound = 1.0 / math.sqrt(first.in_features)
         u = torch.rand(k, first.in_features, generator=ctx.generator, dtype=torch.float64)
