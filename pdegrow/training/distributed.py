@@ -384,28 +384,10 @@ class DistributedTrainer(Trainer):
         n_total = max(values[-1], 1.0)
         return {k: v / n_total for k, v in zip(keys, values[:-1], strict=True)}
 
-    @torch.no_grad()
     def evaluate_split(self, split: Split) -> dict[str, float]:
         """Mean data loss and per-sample metrics over ``split``, each rank evaluating a strided share."""
-        from pdegrow.training import problems
-
-        self.model.eval()
-        sums: dict[str, float] = {}
-        n = 0
         mine = torch.arange(len(split))[self.rank::self.world]
-        for idx in mine.split(max(self.cfg.optim.batch_size, 256)):
-            batch = split.get(idx)
-            pred = self.model(batch.inputs)
-            b = len(batch)
-            loss = float(data_loss(pred, batch.targets, self.cfg.train.loss))
-            sums["loss"] = sums.get("loss", 0.0) + loss * b
-            metrics = problems.batch_metrics(self.data.to_physical_target(pred),
-                                             self.data.to_physical_target(batch.targets), batch, self.data,
-                                             self.ops)
-            for k, v in metrics.items():
-                sums[k] = sums.get(k, 0.0) + float(v.sum())
-            n += b
-        self.model.train()
+        sums, n = self.split_sums(split.get(idx) for idx in mine.split(max(self.cfg.optim.batch_size, 256)))
         total: dict[str, float] = {}
         count = 0
         for part, m in self._gather((sums, n)):   # rank order: the same sum on every rank

@@ -22,7 +22,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -265,12 +265,12 @@ class Trainer:
         return [*self.global_terms, *self.strategy.loss_terms(self.ctx)]
 
     @torch.no_grad()
-    def evaluate_split(self, split: Split) -> dict[str, float]:
-        """Mean data loss and mean per-sample metrics (relative errors) over ``split``."""
+    def split_sums(self, batches: Iterable[Batch]) -> tuple[dict[str, float], int]:
+        """Data loss and per-sample metrics (relative errors) summed over ``batches``, and the count."""
         self.model.eval()
         sums: dict[str, float] = {}
         n = 0
-        for batch in iterate(split, max(self.cfg.optim.batch_size, 256)):
+        for batch in batches:
             pred = self.model(batch.inputs)
             b = len(batch)
             loss = float(data_loss(pred, batch.targets, self.cfg.train.loss))
@@ -282,6 +282,11 @@ class Trainer:
                 sums[k] = sums.get(k, 0.0) + float(v.sum())
             n += b
         self.model.train()
+        return sums, n
+
+    def evaluate_split(self, split: Split) -> dict[str, float]:
+        """Mean data loss and mean per-sample metrics over ``split``."""
+        sums, n = self.split_sums(iterate(split, max(self.cfg.optim.batch_size, 256)))
         return {k: v / max(n, 1) for k, v in sums.items()}
 
     # ------------------------------------------------------------------ training
