@@ -9,6 +9,9 @@
   map, for a few test samples, on the mesh (tripcolor), sensors marked;
 * ``layer_evolution.png`` (heat) — the recovered field after each added layer
   and SRL corrector for one test sample, beside the truth (the papers' figure);
+* ``topological_derivative.png`` — runs whose growth events come from the
+  ``topological_insertion`` strategy: predicted vs realised change and the
+  derivative per depth (:func:`pdegrow.growth.topological_report.plot_topological_history`);
 * ``report.md`` — the run's summary, events table and the figure list.
 """
 
@@ -21,6 +24,8 @@ from typing import Any
 import numpy as np
 
 from pdegrow.training.runlog import read_jsonl, read_run
+
+TOPOLOGICAL_STRATEGY = "topological_insertion"
 
 
 def _plt() -> Any:
@@ -165,6 +170,13 @@ def write_report(run_dir: str | Path, data_path: str | None = None, out: str | P
     if events:
         plot_growth_changes(events, out / "growth_changes.png")
         written.append(out / "growth_changes.png")
+    topo_events = [e for e in events if e.get("strategy") == TOPOLOGICAL_STRATEGY]
+    if topo_events:
+        from pdegrow.growth.topological_report import plot_topological_history
+
+        fig = plot_topological_history(topo_events, out / "topological_derivative.png")
+        if fig is not None:
+            written.append(fig)
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     data_path = data_path or info.get("data")
@@ -191,9 +203,28 @@ def write_report(run_dir: str | Path, data_path: str | None = None, out: str | P
             pred = "—" if e["predicted_change"] is None else f"{e['predicted_change']:.3g}"
             lines.append(f"| {i + 1} | {e['epoch']} | {e['where'].get('action')} | {where} | {pred} | "
                          f"{e['realised_change']:.3g} | {e['n_params_before']}→{e['n_params_after']} |")
+    lines += _topological_lines(topo_events)
     lines += ["", "## Figures", ""] + [f"![{p.stem}]({p.name})" for p in written]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     return [*written, out / "report.md"]
+
+
+def _topological_lines(events: list[dict[str, Any]]) -> list[str]:
+    """report.md section of the topological-insertion events: chosen depth and derivative there."""
+    rows = [e for e in events if isinstance(e.get("info"), dict) and "derivative" in e["info"]]
+    if not rows:
+        return []
+    lines = ["", "## Topological derivative", "",
+             "Figure `topological_derivative.png`: predicted −(ε²/2)·Σλ_r vs realised change, and the "
+             "derivative max_r λ_max(A_r) at every depth (★ = chosen t*).", "",
+             "| # | epoch | t* | derivative at t* | max over depths |", "|---|---|---|---|---|"]
+    for i, e in enumerate(rows):
+        d = [float(v) for v in e["info"]["derivative"]]
+        t = e["info"].get("t_star")
+        at = f"{d[t]:.3g}" if isinstance(t, int) and 0 <= t < len(d) else "—"
+        lines.append(f"| {i + 1} | {e.get('epoch')} | {t if t is not None else '—'} | {at} | "
+                     f"{max(d) if d else float('nan'):.3g} |")
+    return lines
 
 
 def _field_figures(run_dir: Path, data_path: str, out: Path, n_examples: int) -> list[Path]:

@@ -63,6 +63,80 @@ def test_manifold_pairs_hand_checked_and_dense():
     assert manifold_penalty_pairs(zz, zz[idx], w, 1.0).item() == pytest.approx(ref.item(), rel=1e-12)
 
 
+def _reference_knn(u: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Brute force from explicit differences in float64 (no ‖a‖²+‖b‖²−2a·b shortcut)."""
+    u = u.reshape(u.shape[0], -1).double()
+    d = (u[:, None, :] - u[None, :, :]).pow(2).sum(-1)
+    d.fill_diagonal_(float("inf"))
+    vals, idx = torch.sort(d, dim=1, stable=True)
+    return idx[:, :k], vals[:, :k].sqrt()
+
+
+@pytest.mark.parametrize("method", ["kdtree", "brute", "auto"])
+@pytest.mark.parametrize("dim", [2, 10, 40])
+def test_knn_graph_equals_brute_force_reference(method, dim):
+    g = torch.Generator().manual_seed(dim)
+    u = torch.randn(600, dim, generator=g)  # float32 inputs, as the training set is stored
+    u[:, 0] += torch.arange(600) % 3 * 0.5   # some structure, still no exact ties
+    idx, w = knn_graph(u, 7, chunk=128, method=method)
+    ref_idx, ref_d = _reference_knn(u, 7)
+    assert idx.shape == (600, 7) and idx.dtype == torch.long
+    assert torch.equal(idx, ref_idx)
+    h = ref_d.median()
+    torch.testing.assert_close(w.double(), torch.exp(-ref_d**2 / (2 * h * h)), rtol=1e-5, atol=1e-6)
+    assert not (idx == torch.arange(600)[:, None]).any()  # nobody is their own neighbour
+
+
+def test_knn_graph_duplicates_and_small_sets():
+    u = torch.tensor([[0.0], [0.0], [0.0], [5.0]], dtype=D)  # three identical points
+    for method in ("kdtree", "brute"):
+        idx, w = knn_graph(u, 10, method=method)  # k is capped at M − 1
+        assert idx.shape == (4, 3)
+        assert not (idx == torch.arange(4)[:, None]).any()
+        assert sorted(idx[0, :2].tolist()) == [1, 2] and idx[0, 2] == 3
+    with pytest.raises(ValueError):
+        knn_graph(u, 2, method="ball")
+
+
+def test_knn_term_minibatch_is_unbiased_and_matches_dense():
+    """Per-batch k-NN Φ_m (neighbours in and out of the batch) vs the dense formula, value and gradient."""
+    from pdegrow.models import GrowableResNet
+    from pdegrow.regularizers import Forward, ManifoldTerm
+
+    torch.manual_seed(0)
+    model = GrowableResNet.mlp(3, [2], width=6, depth=2).double()
+    g = torch.Generator().manual_seed(5)
+    m, k = 24, 4
+    x = torch.randn(m, 3, dtype=D, generator=g)
+    nb, beta = knn_graph(x, k)
+    term = ManifoldTerm(1.0, m, "knn", -1, nb, beta, x)
+    dense_beta = torch.zeros(m, m, dtype=D).scatter_(1, nb, beta)
+
+    def dense():
+        return _dense_manifold(model(x, return_states=True)[1][-1], dense_beta) / m**2
+
+    class Batch:
+        def __init__(self, item):
+            self.item = item
+
+    def batch_value(item):
+        pred, states = model(x[item], return_states=True)
+        return term.value(Batch(item), Forward(model, pred, states))
+
+    ref = dense()
+    params = [p for p in model.parameters() if torch.autograd.grad(ref, p, retain_graph=True,
+                                                                   allow_unused=True)[0] is not None]
+    assert len(params) >= 4  # lift and blocks (the head is after the regularized state)
+    ref_grad = torch.autograd.grad(ref, params)
+    perm = torch.randperm(m, generator=g)
+    for bs in (6, 24):  # 6: most neighbours outside the batch; 24: all inside
+        vals = [batch_value(b) for b in perm.split(bs)]
+        mean = torch.stack(vals).mean()
+        assert mean.item() == pytest.approx(ref.item(), rel=1e-12)
+        for a, r in zip(torch.autograd.grad(mean, params), ref_grad, strict=True):
+            torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-14)
+
+
 def test_manifold_gradients_fd():
     g = torch.Generator().manual_seed(2)
     z = torch.randn(8, 3, dtype=D, generator=g, requires_grad=True)
@@ -84,10 +158,11 @@ def test_manifold_never_allocates_m_by_m():
     u = torch.randn(20_000, 4)
     cpu = [torch.profiler.ProfilerActivity.CPU]
     with torch.profiler.profile(activities=cpu, profile_memory=True) as prof:
-        idx, w = knn_graph(u, 5, chunk=256)
+        idx, w = knn_graph(u, 5, chunk=256, method="brute")
     biggest = max(e.cpu_memory_usage for e in prof.events())
     assert idx.shape == (20_000, 5)
-    assert biggest <= 256 * 20_000 * 4 * 2, biggest  # one row chunk, ≪ the 1.6 GB of a dense M×M
+    # one float64 row chunk of squared distances, ≪ the 3.2 GB of a dense float64 M×M
+    assert biggest <= 256 * 20_000 * 8 * 2, biggest
 
 
 def test_sparsity_value_gradient_and_pruning():
