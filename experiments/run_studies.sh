@@ -31,10 +31,12 @@ case "${1:-help}" in
   ns-sensors)   compare study-ns-sensors ;;
   ns-full)      compare study-ns-full ;;
   ns-conv)      compare study-ns-conv ;;
+  ns-full-wide) compare study-ns-full-wide ;;
+  ns-ridge)     "$BIN/python" experiments/ns_ridge_reference.py ;;
   diabetes)     compare study-prototypes-diabetes ;;
   digits)       compare study-prototypes-digits ;;
   transfer)     "$BIN/python" experiments/transfer_study.py --out runs/study-transfer --workers "$NP" ;;
-  all)          for s in heat-paper heat-default ns-sensors ns-full ns-conv diabetes digits transfer; do
+  all)          for s in heat-paper heat-default ns-sensors ns-full ns-full-wide ns-conv ns-ridge diabetes digits transfer; do
                     "$0" "$s"; done ;;
   *) sed -n 2,8p "$0"; exit 2 ;;
 esac
