@@ -32,11 +32,12 @@ case "${1:-help}" in
   ns-full)      compare study-ns-full ;;
   ns-conv)      compare study-ns-conv ;;
   ns-full-wide) compare study-ns-full-wide ;;
-  ns-ridge)     "$BIN/python" experiments/ns_ridge_reference.py ;;
+  ridge)        "$BIN/python" experiments/ridge_reference.py ;;
   diabetes)     compare study-prototypes-diabetes ;;
   digits)       compare study-prototypes-digits ;;
-  transfer)     "$BIN/python" experiments/transfer_study.py --out runs/study-transfer --workers "$NP" ;;
-  all)          for s in heat-paper heat-default ns-sensors ns-full ns-full-wide ns-conv ns-ridge diabetes digits transfer; do
+  transfer)     "$BIN/python" experiments/transfer_study.py --out runs/study-transfer --workers "$NP"
+                "$BIN/python" experiments/transfer_study.py --model conv --out runs/study-transfer-conv --workers "$NP" ;;
+  all)          for s in heat-paper heat-default ns-sensors ns-full ns-full-wide ns-conv ridge diabetes digits transfer; do
                     "$0" "$s"; done ;;
   *) sed -n 2,8p "$0"; exit 2 ;;
 esac

@@ -18,6 +18,7 @@ restricted to the other samples (``<out>/source-T0.2.h5``). Both tasks share w�
 
     python experiments/ns_time_sets.py datasets/ns-32-T5.h5 --stem datasets/ns32     # once
     python experiments/transfer_study.py --out runs/study-transfer --workers 2
+    python experiments/transfer_study.py --model conv --out runs/study-transfer-conv --workers 2
 """
 
 from __future__ import annotations
@@ -49,6 +50,13 @@ BASE: dict[str, Any] = {
     "optim": {"name": "adam", "lr": 1e-3, "batch_size": 50},
     "train": {"max_epochs": 150, "phase_epochs": 150, "patience": 15, "loss": "mse"},
 }
+# --model conv: the convolutional network of experiments/study-ns-conv.toml
+CONV: dict[str, Any] = {
+    "model": {"kind": "conv", "width": 8, "depth": 1, "block": "conv", "hidden": [8], "activation": "tanh",
+              "kernel_size": 3, "padding_mode": "circular"},
+    "optim": {"name": "adam", "lr": 3e-3, "batch_size": 50},
+    "train": {"max_epochs": 60, "phase_epochs": 60, "patience": 10, "loss": "mse"},
+}
 
 
 def subset_file(src: str, keep: np.ndarray, out: Path) -> Path:
@@ -78,13 +86,20 @@ def subset_file(src: str, keep: np.ndarray, out: Path) -> Path:
     return out
 
 
-def config(method: str, seed: int, layers: int) -> dict[str, Any]:
+def base(model: str) -> dict[str, Any]:
     cfg = copy.deepcopy(BASE)
+    if model == "conv":
+        cfg.update(copy.deepcopy(CONV))
+    return cfg
+
+
+def config(method: str, seed: int, layers: int, model: str) -> dict[str, Any]:
+    cfg = base(model)
     cfg["run"]["seed"] = seed
     cfg["data"].update(TARGET_SPLIT)
     if method.endswith("topological") or method.endswith("topological-frozen"):
         cfg["growth"] = {"strategy": "topological_insertion", "max_layers": layers}
-        cfg["train"]["phase_epochs"] = 50
+        cfg["train"]["phase_epochs"] = cfg["train"]["max_epochs"] // 3
     return cfg
 
 
@@ -131,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--layers", type=int, default=2, help="topological insertions at most")
+    ap.add_argument("--model", choices=("mlp", "conv"), default="mlp")
     ap.add_argument("--source", default=SOURCE)
     ap.add_argument("--target", default=TARGET)
     ap.add_argument("--table", type=Path, default=None, help="write the Markdown table here")
@@ -155,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     with ctx.Pool(args.workers) as pool:
         src_jobs = []
         for seed in args.seeds:
-            cfg = copy.deepcopy(BASE)
+            cfg = base(args.model)
             cfg["run"]["seed"] = seed
             cfg["data"].update({"n_train": len(keep) - 50, "n_val": 50, "n_test": 0, "split_seed": 0})
             src_jobs.append({"method": "source", "seed": seed, "config": cfg, "data": str(src),
@@ -164,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         jobs = []
         for seed in args.seeds:
             for method in METHODS:
-                job = {"method": method, "seed": seed, "config": config(method, seed, args.layers),
+                job = {"method": method, "seed": seed,
+                       "config": config(method, seed, args.layers, args.model),
                        "data": args.target, "run_dir": str(args.out / method / f"seed-{seed}")}
                 if not method.startswith("scratch"):
                     job["init_from"] = str(args.out / "source" / f"seed-{seed}")
@@ -172,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
                 jobs.append(job)
         results = pool.map(run_one, jobs)
     wall = time.perf_counter() - t0
-    lines = [f"Target task: w(·, 1) → w₀, {TARGET_SPLIT['n_train']} training samples; test "
+    lines = [f"Network: {args.model} ({json.dumps(base(args.model)['model'])}).",
+             f"Target task: w(·, 1) → w₀, {TARGET_SPLIT['n_train']} training samples; test "
              f"rel_error_target (mean ± std over seeds {', '.join(map(str, args.seeds))}); "
              f"source: w(·, 0.2) → w₀, {len(keep) - 50} training samples. Study wall time {wall:.0f} s.",
              "", "| method | runs | test rel. error (target task) | parameters | trainable at the end "
