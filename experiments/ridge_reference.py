@@ -26,6 +26,8 @@ CASES = [
     *[(f"NS T = {t}, {obs}", f"datasets/ns32-T{t}-{obs}.h5",
        "inputs/vorticity_T" if obs == "full" else "inputs/observations", "targets/vorticity_0", False,
        (400, 50, 150)) for t in ("0.2", "1", "5") for obs in ("full", "sensors")],
+    ("diabetes (prototype)", "datasets/proto-diabetes.h5", "inputs/features", "targets/value", False,
+     (300, 42, 100)),
 ]
 
 
