@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The studies of issues 5 and 7, one command each (run from the repository root, venv active or
-# PDEGROW_BIN pointing at its bin/). Results: experiments/RESULTS.md. Each line is restartable:
-# `pdegrow compare` keeps finished runs; transfer_study.py keeps finished runs.
+# The studies of issues 5 and 7, one command each (run from the repository root; uses .venv/bin
+# unless PDEGROW_BIN names another bin/ directory; NP = MPI ranks, default 2). Results:
+# experiments/RESULTS.md. Restartable: `pdegrow compare` and transfer_study.py keep finished runs.
 #
 #   bash experiments/run_studies.sh data          # generate / derive every data set (once)
-#   bash experiments/run_studies.sh heat-paper    # one study; names below; "all" runs every study
+#   bash experiments/run_studies.sh STUDY         # heat-paper heat-default ns-sensors ns-full
+#                                                 # ns-full-wide ns-conv ridge diabetes digits transfer
+#   bash experiments/run_studies.sh all           # every study
 set -euo pipefail
 BIN=${PDEGROW_BIN:-.venv/bin}
 NP=${NP:-2}
@@ -39,5 +41,5 @@ case "${1:-help}" in
                 "$BIN/python" experiments/transfer_study.py --model conv --out runs/study-transfer-conv --workers "$NP" ;;
   all)          for s in heat-paper heat-default ns-sensors ns-full ns-full-wide ns-conv ridge diabetes digits transfer; do
                     "$0" "$s"; done ;;
-  *) sed -n 2,8p "$0"; exit 2 ;;
+  *) sed -n 2,9p "$0"; exit 2 ;;
 esac
