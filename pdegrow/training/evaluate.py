@@ -99,7 +99,7 @@ def load_eval_data(run: TrainedRun, data_path: str, split: str | None = None) ->
 def _as_model_input(run: TrainedRun, x: np.ndarray) -> torch.Tensor:
     p = next(run.model.parameters())
     t = torch.as_tensor(input_transform(x, run.cfg.data.input_transform), dtype=p.dtype, device=p.device)
-    if run.model.is_conv and t.ndim == 3:
+    if t.ndim == 3:  # 2-D fields get a channel axis for every model kind, as in pdegrow.data.bundle
         t = t[:, None]
     expected = tuple(run.input_norm.mean.shape) if run.input_norm.mode == "feature" else None
     if expected is not None and tuple(t.shape[1:]) != expected:
