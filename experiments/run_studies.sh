@@ -5,7 +5,7 @@
 #
 #   bash experiments/run_studies.sh data          # generate / derive every data set (once)
 #   bash experiments/run_studies.sh STUDY         # heat-paper heat-default ns-sensors ns-full
-#                                                 # ns-full-wide ns-conv ridge diabetes digits transfer
+#                                                 # ns-full-wide ns-conv ridge ns-figure diabetes digits transfer
 #   bash experiments/run_studies.sh all           # every study
 set -euo pipefail
 BIN=${PDEGROW_BIN:-.venv/bin}
@@ -35,11 +35,12 @@ case "${1:-help}" in
   ns-conv)      compare study-ns-conv ;;
   ns-full-wide) compare study-ns-full-wide ;;
   ridge)        "$BIN/python" experiments/ridge_reference.py ;;
+  ns-figure)    "$BIN/python" experiments/ns_fields_figure.py ;;
   diabetes)     compare study-prototypes-diabetes ;;
   digits)       compare study-prototypes-digits ;;
   transfer)     "$BIN/python" experiments/transfer_study.py --out runs/study-transfer --workers "$NP"
                 "$BIN/python" experiments/transfer_study.py --model conv --out runs/study-transfer-conv --workers "$NP" ;;
-  all)          for s in heat-paper heat-default ns-sensors ns-full ns-full-wide ns-conv ridge diabetes digits transfer; do
+  all)          for s in heat-paper heat-default ns-sensors ns-full ns-full-wide ns-conv ridge ns-figure diabetes digits transfer; do
                     "$0" "$s"; done ;;
   *) sed -n 2,9p "$0"; exit 2 ;;
 esac
