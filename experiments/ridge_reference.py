@@ -26,6 +26,10 @@ CASES = [
     *[(f"NS T = {t}, {obs}", f"datasets/ns32-T{t}-{obs}.h5",
        "inputs/vorticity_T" if obs == "full" else "inputs/observations", "targets/vorticity_0", False,
        (400, 50, 150)) for t in ("0.2", "1", "5") for obs in ("full", "sensors")],
+    ("heat default, correlation length 0.5 (100 train; transfer target)", "datasets/heat-default-l05-600.h5",
+     "inputs/observations", "targets/log_conductivity", True, (100, 50, 150)),
+    ("NS T = 1, full (100 train; transfer target)", "datasets/ns32-T1-full.h5", "inputs/vorticity_T",
+     "targets/vorticity_0", False, (100, 50, 150)),
     ("diabetes (prototype)", "datasets/proto-diabetes.h5", "inputs/features", "targets/value", False,
      (300, 42, 100)),
 ]

@@ -19,6 +19,8 @@ case "${1:-help}" in
         --n-samples 560 --seed 0 --out datasets/heat-paper-560.h5 --no-progress
     [ -f datasets/heat-default-1500.h5 ] || "$BIN/mpiexec" -n "$NP" "$BIN/pdegrow" generate heat --preset default \
         --n-samples 1500 --seed 0 --out datasets/heat-default-1500.h5 --no-progress
+    [ -f datasets/heat-default-l05-600.h5 ] || "$BIN/mpiexec" -n "$NP" "$BIN/pdegrow" generate heat --preset default \
+        --set correlation_length=0.5 --n-samples 600 --seed 1 --out datasets/heat-default-l05-600.h5 --no-progress
     [ -f datasets/ns-32-T5.h5 ] || "$BIN/mpiexec" -n "$NP" "$BIN/pdegrow" generate navier-stokes --resolution 32 \
         --final-time 5.0 --set dt=2.5e-3 --set 'snapshot_times=[0.2,1.0]' --n-samples 600 --seed 0 \
         --out datasets/ns-32-T5.h5 --no-progress
@@ -39,7 +41,8 @@ case "${1:-help}" in
   diabetes)     compare study-prototypes-diabetes ;;
   digits)       compare study-prototypes-digits ;;
   transfer)     "$BIN/python" experiments/transfer_study.py --out runs/study-transfer --workers "$NP"
-                "$BIN/python" experiments/transfer_study.py --model conv --out runs/study-transfer-conv --workers "$NP" ;;
+                "$BIN/python" experiments/transfer_study.py --model conv --out runs/study-transfer-conv --workers "$NP"
+                "$BIN/python" experiments/transfer_study.py --model heat --out runs/study-transfer-heat --workers "$NP" ;;
   all)          for s in heat-paper heat-default ns-sensors ns-full ns-full-wide ns-conv ridge ns-figure diabetes digits transfer; do
                     "$0" "$s"; done ;;
   *) sed -n 2,9p "$0"; exit 2 ;;

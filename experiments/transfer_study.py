@@ -13,12 +13,20 @@ compared with training on the target from scratch (``scratch``: the same start n
 ``scratch-topological``: grown from scratch). Every run goes through the pdegrow trainer; the
 source weights are loaded into the trainer's freshly built network before its first epoch.
 
-The source never sees the target's validation or test samples: its file is the T = 0.2 file
+``--model heat``: the same methods on the heat full-field problem (`default` preset, MLP of
+study-heat-default.toml): source prior correlation length 0.25 (1400 training samples), target 0.5
+(100 training samples; an independent data set drawn with another base seed); metric
+``rel_error_field``.
+
+The NS source never sees the target's validation or test samples: its file is the T = 0.2 file
 restricted to the other samples (``<out>/source-T0.2.h5``). Both tasks share w₀ per sample.
 
     python experiments/ns_time_sets.py datasets/ns-32-T5.h5 --stem datasets/ns32     # once
     python experiments/transfer_study.py --out runs/study-transfer --workers 2
     python experiments/transfer_study.py --model conv --out runs/study-transfer-conv --workers 2
+    mpiexec -n 2 pdegrow generate heat --preset default --set correlation_length=0.5 --n-samples 600 \
+        --seed 1 --out datasets/heat-default-l05-600.h5
+    python experiments/transfer_study.py --model heat --out runs/study-transfer-heat --workers 2
 """
 
 from __future__ import annotations
@@ -86,11 +94,31 @@ def subset_file(src: str, keep: np.ndarray, out: Path) -> Path:
     return out
 
 
+# --model heat: heat full field (`default` preset), prior correlation length 0.25 → 0.5; the MLP of
+# experiments/study-heat-default.toml. Source and target files are independent draws (other seeds).
+HEAT: dict[str, Any] = {
+    "data": {"problem": "heat", "input": "inputs/observations", "target": "targets/log_conductivity",
+             "aux": ["targets/log_conductivity"], "input_transform": "log", "normalize_inputs": "feature",
+             "normalize_targets": "feature"},
+    "model": {"kind": "mlp", "width": 64, "depth": 1, "block": "mlp", "hidden": [32], "activation": "tanh"},
+    "optim": {"name": "adam", "lr": 1e-3, "batch_size": 50},
+    "train": {"max_epochs": 200, "phase_epochs": 200, "patience": 15, "loss": "mse"},
+}
+HEAT_SOURCE = "datasets/heat-default-1500.h5"
+HEAT_TARGET = "datasets/heat-default-l05-600.h5"
+
+
 def base(model: str) -> dict[str, Any]:
     cfg = copy.deepcopy(BASE)
     if model == "conv":
         cfg.update(copy.deepcopy(CONV))
+    if model == "heat":
+        cfg.update(copy.deepcopy(HEAT))
     return cfg
+
+
+def metric(model: str) -> str:
+    return "rel_error_field" if model == "heat" else "rel_error_target"
 
 
 def config(method: str, seed: int, layers: int, model: str) -> dict[str, Any]:
@@ -146,14 +174,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--layers", type=int, default=2, help="topological insertions at most")
-    ap.add_argument("--model", choices=("mlp", "conv"), default="mlp")
-    ap.add_argument("--source", default=SOURCE)
-    ap.add_argument("--target", default=TARGET)
+    ap.add_argument("--model", choices=("mlp", "conv", "heat"), default="mlp",
+                    help="NS with an MLP or a conv network, or heat (correlation length 0.25 → 0.5)")
+    ap.add_argument("--source", default=None, help="source data (default: per --model)")
+    ap.add_argument("--target", default=None, help="target data (default: per --model)")
     ap.add_argument("--table", type=Path, default=None, help="write the Markdown table here")
     args = ap.parse_args(argv)
+    heat = args.model == "heat"
+    args.source = args.source or (HEAT_SOURCE if heat else SOURCE)
+    args.target = args.target or (HEAT_TARGET if heat else TARGET)
     for p in (args.source, args.target):
         if not Path(p).is_file():
-            print(f"error: {p} missing (make it with experiments/ns_time_sets.py)", file=sys.stderr)
+            print(f"error: {p} missing (make it as in the docstring / experiments/run_studies.sh data)",
+                  file=sys.stderr)
             return 2
     args.out.mkdir(parents=True, exist_ok=True)
     from pdegrow.data.splits import make_splits
@@ -162,10 +195,16 @@ def main(argv: list[str] | None = None) -> int:
         n = int(f.attrs["n_samples"])
     held = make_splits(n, **{k: v for k, v in TARGET_SPLIT.items() if k != "split_seed"},
                        seed=TARGET_SPLIT["split_seed"])
-    keep = np.setdiff1d(np.arange(n), np.asarray(held["val"] + held["test"]))
-    src = args.out / "source-T0.2.h5"
-    if not src.is_file():
-        subset_file(args.source, keep, src)
+    if heat:   # independent files: the whole source file is fair game
+        with h5py.File(args.source) as f:
+            keep = np.arange(int(f.attrs["n_samples"]))
+        src = Path(args.source)
+    else:      # NS files share w₀ per sample: drop the target's held-out samples from the source
+        keep = np.setdiff1d(np.arange(n), np.asarray(held["val"] + held["test"]))
+        src = args.out / "source-T0.2.h5"
+        if not src.is_file():
+            subset_file(args.source, keep, src)
+    n_src_val = 100 if heat else 50
     t0 = time.perf_counter()
     ctx = mp.get_context("spawn")
     with ctx.Pool(args.workers) as pool:
@@ -173,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             cfg = base(args.model)
             cfg["run"]["seed"] = seed
-            cfg["data"].update({"n_train": len(keep) - 50, "n_val": 50, "n_test": 0, "split_seed": 0})
+            cfg["data"].update({"n_train": len(keep) - n_src_val, "n_val": n_src_val, "n_test": 0,
+                                "split_seed": 0})
             src_jobs.append({"method": "source", "seed": seed, "config": cfg, "data": str(src),
                              "run_dir": str(args.out / "source" / f"seed-{seed}")})
         sources = pool.map(run_one, src_jobs)
@@ -189,21 +229,25 @@ def main(argv: list[str] | None = None) -> int:
                 jobs.append(job)
         results = pool.map(run_one, jobs)
     wall = time.perf_counter() - t0
+    m = metric(args.model)
+    tasks = ("heat, correlation length 0.5", "heat, correlation length 0.25") if heat else \
+        ("w(·, 1) → w₀", "w(·, 0.2) → w₀")
     lines = [f"Network: {args.model} ({json.dumps(base(args.model)['model'])}).",
-             f"Target task: w(·, 1) → w₀, {TARGET_SPLIT['n_train']} training samples; test "
-             f"rel_error_target (mean ± std over seeds {', '.join(map(str, args.seeds))}); "
-             f"source: w(·, 0.2) → w₀, {len(keep) - 50} training samples. Study wall time {wall:.0f} s.",
+             f"Target task: {tasks[0]}, {TARGET_SPLIT['n_train']} training samples ({args.target}); test "
+             f"{m} (mean ± std over seeds {', '.join(map(str, args.seeds))}); "
+             f"source: {tasks[1]}, {len(keep) - n_src_val} training samples ({args.source}). "
+             f"Study wall time {wall:.0f} s.",
              "", "| method | runs | test rel. error (target task) | parameters | trainable at the end "
              "| depth | growth events | epochs | wall (s) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for method in METHODS:
         mine = [r for r in results if r["method"] == method]
-        lines.append(f"| {method} | {len(mine)} | {pm([r['test']['rel_error_target'] for r in mine])} | "
+        lines.append(f"| {method} | {len(mine)} | {pm([r['test'][m] for r in mine])} | "
                      f"{int(np.mean([r['n_params'] for r in mine]))} | "
                      f"{int(np.mean([r['n_trainable'] for r in mine]))} | "
                      f"{np.mean([r['depth'] for r in mine]):.1f} | "
                      f"{np.mean([r['growth_events'] for r in mine]):.1f} | "
                      f"{np.mean([r['epochs'] for r in mine]):.0f} | {pm([r['wall_s'] for r in mine], 1)} |")
-    src_val = pm([r["test"].get("rel_error_target", float("nan")) if r["test"] else float("nan")
+    src_val = pm([r["test"].get(m, float("nan")) if r["test"] else float("nan")
                   for r in sources]) if all(r["test"] for r in sources) else "–"
     lines += ["", f"Source networks ({len(sources)}): {int(sources[0]['n_params'])} parameters, "
               f"{np.mean([r['epochs'] for r in sources]):.0f} epochs on average, "
