@@ -223,7 +223,7 @@ def generate(
     out: str | os.PathLike,
     resume: bool = False,
     overwrite: bool = False,
-    flush_every: int = 32,
+    flush_every: int = 256,
     progress: bool = True,
     comm: Any = None,
 ) -> GenerationSummary:
@@ -231,7 +231,8 @@ def generate(
 
     ``make_problem`` builds the forward model on one rank (it is called on rank
     0 first, so that its JIT compilation fills the form cache before the other
-    ranks compile). ``flush_every`` samples are buffered between part files.
+    ranks compile). A rank writes a part file every ``flush_every`` samples or 30 s,
+    whichever comes first.
     """
     from mpi4py import MPI
 

@@ -44,8 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="FILE", help="output HDF5 file")
     p.add_argument("--resume", action="store_true", help="finish an interrupted run of the same recipe")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    p.add_argument("--flush-every", type=int, default=32, metavar="N",
-                   help="samples buffered per rank between part files (default: %(default)s)")
+    p.add_argument("--flush-every", type=int, default=256, metavar="N",
+                   help="a rank writes a part file every N samples or every 30 s, whichever comes "
+                   "first; a killed run loses at most that much (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
