@@ -7,7 +7,9 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -30,6 +32,17 @@ def run_cli(*args: str, mpi_ranks: int = 0, check: bool = True, **kw) -> subproc
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr}")
     return proc
+
+
+@dataclass
+class TensorBatch:
+    """A minimal batch (inputs, targets) for strategies driven without a data file."""
+
+    inputs: Any
+    targets: Any
+
+    def __len__(self) -> int:
+        return int(self.inputs.shape[0])
 
 
 def assert_same_samples(a: Path, b: Path) -> None:

@@ -5,11 +5,11 @@ differences, and the growth contract (function kept, optimizer state kept, CPU).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TensorBatch as B
 
 from pdegrow.growth.base import GrowthContext, TrainingState, build_strategy
 from pdegrow.growth.folding import fold_points, folding_neurons, typical_instances, weighted_kmeans
@@ -27,15 +27,6 @@ from pdegrow.models import GrowableResNet, make_optimizer, sync_optimizer
 
 torch.set_num_threads(1)
 DT = torch.float64
-
-
-@dataclass
-class B:
-    inputs: torch.Tensor
-    targets: torch.Tensor
-
-    def __len__(self) -> int:
-        return int(self.inputs.shape[0])
 
 
 def make_ctx(model, y, t, batch=16, epoch=0):

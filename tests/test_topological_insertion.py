@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TensorBatch as B
 
 from pdegrow.growth.base import GrowthContext, TrainingState, apply_proposal, build_strategy
 from pdegrow.growth.topological import collect_depth_operators, top_eigenpairs
@@ -14,15 +13,6 @@ from pdegrow.growth.topological_insertion import TopologicalInsertion, model_dep
 from pdegrow.models import GrowableResNet
 
 DT = torch.float64
-
-
-@dataclass
-class B:
-    inputs: torch.Tensor
-    targets: torch.Tensor
-
-    def __len__(self) -> int:
-        return int(self.inputs.shape[0])
 
 
 def make_ctx(model, y, t, batch=16):

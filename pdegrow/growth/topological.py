@@ -237,20 +237,22 @@ def form_blocks(
 class DepthOperator:
     """The block-diagonal operator {A_r} at one depth, as dense blocks or matrix-free.
 
-    Subclasses give ``n_blocks`` (output units), ``dim`` (fan-in + 1), ``dtype``,
-    ``device``, ``matvec(V, idx)`` = [A_{idx_i} V_i]_i and ``blocks()`` = (n, d, d).
+    Subclasses give ``n_blocks`` (output units), ``dim`` (fan-in + 1), ``reference`` (a
+    tensor whose dtype and device the operator works in), ``matvec(V, idx)`` =
+    [A_{idx_i} V_i]_i and ``blocks()`` = (n, d, d).
     """
 
     n_blocks: int
     dim: int
+    reference: Tensor
 
     @property
     def dtype(self) -> torch.dtype:
-        raise NotImplementedError
+        return self.reference.dtype
 
     @property
     def device(self) -> torch.device:
-        raise NotImplementedError
+        return self.reference.device
 
     def matvec(self, v: Tensor, idx: Tensor) -> Tensor:
         raise NotImplementedError
@@ -263,16 +265,8 @@ class BlockOperator(DepthOperator):
     """Stored dense blocks A (n, d, d) (e.g. accumulated batch by batch)."""
 
     def __init__(self, blocks: Tensor) -> None:
-        self.a = blocks
+        self.a = self.reference = blocks
         self.n_blocks, self.dim = blocks.shape[0], blocks.shape[1]
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.a.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.a.device
 
     def matvec(self, v: Tensor, idx: Tensor) -> Tensor:
         return torch.bmm(self.a[idx], v.unsqueeze(-1)).squeeze(-1)
@@ -291,19 +285,11 @@ class DenseFeatureOperator(DepthOperator):
     def __init__(self, x: Tensor, lam: Tensor, *, sigma2: float = SIGMA_SECOND_DERIVATIVE) -> None:
         if x.ndim != 2 or lam.ndim != 2 or x.shape[0] != lam.shape[0]:
             raise ValueError(f"states {tuple(x.shape)} and costates {tuple(lam.shape)} must be (P, n)")
-        self.x_aug = augment(x)
+        self.x_aug = self.reference = augment(x)
         self.lam = lam
         self.sigma2 = sigma2
         self.n_blocks = lam.shape[1]
         self.dim = self.x_aug.shape[1]
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.x_aug.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.x_aug.device
 
     def matvec(self, v: Tensor, idx: Tensor) -> Tensor:
         y = self.x_aug @ v.T
@@ -338,7 +324,7 @@ class ConvFeatureOperator(DepthOperator):
             raise ValueError(f"states {tuple(x.shape)} / costates {tuple(lam.shape)} must be (S, C, H, W)")
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
-        self.x = x
+        self.x = self.reference = x
         self.lam = lam
         self.k = kernel_size
         self.sigma2 = sigma2
@@ -347,14 +333,6 @@ class ConvFeatureOperator(DepthOperator):
         self.channels_in = x.shape[1]
         self.n_blocks = lam.shape[1]
         self.dim = self.channels_in * kernel_size * kernel_size + 1
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.x.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.x.device
 
     def matvec(self, v: Tensor, idx: Tensor) -> Tensor:
         k = v.shape[0]
