@@ -61,7 +61,7 @@ def test_insert_eps_zero_silu_tanh_block_and_mlp_block():
     z = torch.tensor(0.0, dtype=torch.float64, requires_grad=True)
     (g,) = torch.autograd.grad(silu_tanh(z), z, create_graph=True)
     (h,) = torch.autograd.grad(g, z)
-    assert float(silu_tanh(z.detach())) == 0 and float(g) == 0 and abs(float(h) - 1) < 1e-12
+    assert float(silu_tanh(z.detach())) == 0 and float(g.detach()) == 0 and abs(float(h) - 1) < 1e-12
 
 
 def test_widen_preserves_output_and_pads_optimizer_state():
