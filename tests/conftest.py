@@ -45,6 +45,27 @@ class TensorBatch:
         return int(self.inputs.shape[0])
 
 
+def make_growth_ctx(model: Any, y: Any, t: Any, batch: int = 16, epoch: int = 0) -> Any:
+    """A GrowthContext over (y, t) in batches with the MSE loss, for strategies driven in tests."""
+    import torch
+    import torch.nn.functional as F
+
+    from pdegrow.growth.base import GrowthContext, TrainingState
+
+    def batches() -> Any:
+        return iter([TensorBatch(y[i : i + batch], t[i : i + batch]) for i in range(0, y.shape[0], batch)])
+
+    def batch_loss(b: TensorBatch) -> Any:
+        return F.mse_loss(model(b.inputs), b.targets)
+
+    @torch.no_grad()
+    def train_loss() -> float:
+        return sum(float(batch_loss(b)) * len(b) for b in batches()) / y.shape[0]
+
+    return GrowthContext(model, TrainingState(epoch=epoch), torch.device("cpu"), batches, batch_loss,
+                         train_loss, torch.Generator().manual_seed(0))
+
+
 def assert_same_samples(a: Path, b: Path) -> None:
     """Every array of two data sets is bitwise equal, and so are their configs."""
     with h5py.File(a) as fa, h5py.File(b) as fb:

@@ -9,9 +9,9 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TensorBatch as B
+from conftest import make_growth_ctx as make_ctx
 
-from pdegrow.growth.base import GrowthContext, TrainingState, build_strategy
+from pdegrow.growth.base import build_strategy
 from pdegrow.growth.folding import fold_points, folding_neurons, typical_instances, weighted_kmeans
 from pdegrow.growth.gradmax import fan_in_gradient, gradmax_fan_out, new_weight_gradient_norm
 from pdegrow.growth.statistics import gather_statistics, shared_statistics, widenable_layers
@@ -27,21 +27,6 @@ from pdegrow.models import GrowableResNet, make_optimizer, sync_optimizer
 
 torch.set_num_threads(1)
 DT = torch.float64
-
-
-def make_ctx(model, y, t, batch=16, epoch=0):
-    def batches():
-        return iter([B(y[i : i + batch], t[i : i + batch]) for i in range(0, y.shape[0], batch)])
-
-    def batch_loss(b):
-        return F.mse_loss(model(b.inputs), b.targets)
-
-    @torch.no_grad()
-    def train_loss():
-        return sum(float(batch_loss(b)) * len(b) for b in batches()) / y.shape[0]
-
-    return GrowthContext(model, TrainingState(epoch=epoch), torch.device("cpu"), batches, batch_loss,
-                         train_loss, torch.Generator().manual_seed(0))
 
 
 def mlp_case(hidden=(6,), depth=2, activation="tanh", n=48):

@@ -5,29 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TensorBatch as B
+from conftest import make_growth_ctx as make_ctx
 
-from pdegrow.growth.base import GrowthContext, TrainingState, apply_proposal, build_strategy
+from pdegrow.growth.base import apply_proposal, build_strategy
 from pdegrow.growth.topological import collect_depth_operators, top_eigenpairs
 from pdegrow.growth.topological_insertion import TopologicalInsertion, model_depth_operators
 from pdegrow.models import GrowableResNet
 
 DT = torch.float64
-
-
-def make_ctx(model, y, t, batch=16):
-    def batches():
-        return iter([B(y[i : i + batch], t[i : i + batch]) for i in range(0, y.shape[0], batch)])
-
-    def batch_loss(b):
-        return F.mse_loss(model(b.inputs), b.targets)
-
-    @torch.no_grad()
-    def train_loss():
-        return sum(float(batch_loss(b)) * len(b) for b in batches()) / y.shape[0]
-
-    return GrowthContext(model, TrainingState(), torch.device("cpu"), batches, batch_loss, train_loss,
-                         torch.Generator().manual_seed(0))
 
 
 def mlp_case():

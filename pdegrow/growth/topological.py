@@ -89,7 +89,28 @@ class AdmissibleActivation(nn.Module):
         return admissible_activation(z)
 
 
-class InsertedDenseBlock(nn.Module):
+class _EpsilonScaledBlock(nn.Module):
+    """The ε of an inserted block σ(ε(·)): a buffer, or a parameter when trained."""
+
+    weight: nn.Parameter
+    bias: nn.Parameter
+
+    def _init_eps(self, eps: float, trainable: bool, like: Tensor) -> None:
+        e = torch.tensor(float(eps), dtype=like.dtype, device=like.device)
+        if trainable:
+            self.eps = nn.Parameter(e)
+        else:
+            self.register_buffer("eps", e)
+
+    @torch.no_grad()
+    def fold_epsilon(self) -> None:
+        """W ← εW, b ← εb, ε ← 1: the same function, with ε absorbed into the trained weights."""
+        self.weight.mul_(self.eps)
+        self.bias.mul_(self.eps)
+        self.eps.fill_(1.0)
+
+
+class InsertedDenseBlock(_EpsilonScaledBlock):
     """Residual increment g(x) = σ(ε(W x + b)) for vectors (…, n) → (…, n).
 
     ε is a buffer (not trained) unless ``trainable_eps``; ε = 0 gives g ≡ 0
@@ -116,24 +137,13 @@ class InsertedDenseBlock(nn.Module):
             raise ValueError(f"weight {tuple(w.shape)} / bias {tuple(b.shape)} do not match width {features}")
         self.weight = nn.Parameter(w)
         self.bias = nn.Parameter(b)
-        e = torch.tensor(float(eps), dtype=w.dtype, device=w.device)
-        if trainable_eps:
-            self.eps = nn.Parameter(e)
-        else:
-            self.register_buffer("eps", e)
+        self._init_eps(eps, trainable_eps, w)
 
     def forward(self, x: Tensor) -> Tensor:
         return admissible_activation(self.eps * F.linear(x, self.weight, self.bias))
 
-    @torch.no_grad()
-    def fold_epsilon(self) -> None:
-        """W ← εW, b ← εb, ε ← 1: the same function, with ε absorbed into the trained weights."""
-        self.weight.mul_(self.eps)
-        self.bias.mul_(self.eps)
-        self.eps.fill_(1.0)
 
-
-class InsertedConvBlock(nn.Module):
+class InsertedConvBlock(_EpsilonScaledBlock):
     """Residual increment g(x) = σ(ε(conv(x; W) + b)) for fields (N, C, H, W), 'same' padding."""
 
     def __init__(
@@ -160,22 +170,11 @@ class InsertedConvBlock(nn.Module):
         self.bias = nn.Parameter(b)
         self.padding = kernel_size // 2
         self.padding_mode = padding_mode
-        e = torch.tensor(float(eps), dtype=w.dtype, device=w.device)
-        if trainable_eps:
-            self.eps = nn.Parameter(e)
-        else:
-            self.register_buffer("eps", e)
+        self._init_eps(eps, trainable_eps, w)
 
     def forward(self, x: Tensor) -> Tensor:
         xp = _pad(x, self.padding, self.padding_mode)
         return admissible_activation(self.eps * F.conv2d(xp, self.weight, self.bias))
-
-    @torch.no_grad()
-    def fold_epsilon(self) -> None:
-        """W ← εW, b ← εb, ε ← 1."""
-        self.weight.mul_(self.eps)
-        self.bias.mul_(self.eps)
-        self.eps.fill_(1.0)
 
 
 # --------------------------------------------------------------------------- features and blocks
