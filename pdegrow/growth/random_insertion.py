@@ -17,8 +17,13 @@ from typing import Any
 import torch
 
 from pdegrow.growth.base import GrowthContext, GrowthProposal, register_strategy
-from pdegrow.growth.topological import ProposedRows, line_search_epsilon
-from pdegrow.growth.topological_insertion import TopologicalInsertion, admissible_block, fold_scale
+from pdegrow.growth.topological import ProposedRows
+from pdegrow.growth.topological_insertion import (
+    TopologicalInsertion,
+    admissible_block,
+    fold_scale,
+    search_block_scale,
+)
 
 
 @register_strategy
@@ -52,18 +57,7 @@ class RandomInsertion(TopologicalInsertion):
         proposed = ProposedRows(rows[:, :-1].float(), rows[:, -1].float(), torch.ones(w, dtype=torch.bool),
                                 float("nan"), torch.full((w,), float("nan")))
         block = admissible_block(model, proposed, 0.0, self.kernel_size)
-        model.insert_block(t, block)
-        try:
-            def loss_at(eps: float) -> float:
-                block.scale.fill_(eps)
-                return float(ctx.train_loss())
-
-            ls = line_search_epsilon(loss_at, eps_init=self.eps_init, max_evals=self.line_search_evals,
-                                     refine_steps=self.refine_steps)
-        finally:
-            del model.blocks[t]
-        with torch.no_grad():
-            block.scale.fill_(ls.eps)
+        ls = search_block_scale(ctx, block, t, self.eps_init, self.line_search_evals, self.refine_steps)
         if self.fold:
             fold_scale(block)
         info: dict[str, Any] = {"eps": ls.eps, "line_search_change": ls.loss - ls.loss0,

@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from pdegrow.growth.base import GrowthContext, GrowthProposal, GrowthStrategy, register_strategy
 from pdegrow.growth.topological import (
     DepthOperator,
+    LineSearchResult,
     ProposedRows,
     accumulate_depth_operators,
     line_search_epsilon,
@@ -123,6 +124,27 @@ def fold_scale(block: nn.Module) -> None:
         layer.weight.mul_(s)
         layer.bias.mul_(s)
         block.scale.fill_(1.0)  # type: ignore[union-attr]
+
+
+def search_block_scale(ctx: GrowthContext, block: nn.Module, depth: int, eps_init: float,
+                       max_evals: int, refine_steps: int) -> LineSearchResult:
+    """Line search on the training loss over the scale ε of ``block`` inserted at ``depth``.
+
+    The block is inserted only while the loss is evaluated; on return it holds the found ε.
+    """
+    model = ctx.model
+    model.insert_block(depth, block)
+    try:
+        def loss_at(eps: float) -> float:
+            block.scale.fill_(eps)  # type: ignore[union-attr]
+            return float(ctx.train_loss())
+
+        ls = line_search_epsilon(loss_at, eps_init=eps_init, max_evals=max_evals, refine_steps=refine_steps)
+    finally:
+        del model.blocks[depth]
+    with torch.no_grad():
+        block.scale.fill_(ls.eps)  # type: ignore[union-attr]
+    return ls
 
 
 @register_strategy
@@ -222,22 +244,11 @@ class TopologicalInsertion(GrowthStrategy):
         rows = rows_from_eigenpairs(pairs[t_star], fraction=self.fraction, top_only=self.top_only)
         t_solve = time.perf_counter() - t0
         block = admissible_block(model, rows, 0.0, self.kernel_size)
-        model.insert_block(t_star, block)
-        try:
-            def loss_at(eps: float) -> float:
-                block.scale.fill_(eps)
-                return float(ctx.train_loss())
-
-            eps0 = math.sqrt(2.0 * self.eps_target_decrease * max(abs(j0), 1e-30) / rows.coefficient)
-            ls = line_search_epsilon(loss_at, eps_init=eps0, max_evals=self.line_search_evals,
-                                     refine_steps=self.refine_steps)
-        finally:
-            del model.blocks[t_star]
+        eps0 = math.sqrt(2.0 * self.eps_target_decrease * max(abs(j0), 1e-30) / rows.coefficient)
+        ls = search_block_scale(ctx, block, t_star, eps0, self.line_search_evals, self.refine_steps)
         if ls.eps == 0.0:
             self._record(ctx, derivs, j0, grew=False)
             return None
-        with torch.no_grad():
-            block.scale.fill_(ls.eps)
         if self.fold:
             fold_scale(block)
         self._record(ctx, derivs, j0, grew=True)
