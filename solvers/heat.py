@@ -73,6 +73,7 @@ class HeatRecipe:
         def bad(msg: str) -> None:
             raise PdegrowError(f"heat recipe: {msg}")
 
+        recipes.require_finite(self, "heat recipe")
         if self.n_samples <= 0:
             bad(f"n_samples must be positive, got {self.n_samples}")
         if self.nx < 1 or self.ny < 1:
@@ -84,6 +85,11 @@ class HeatRecipe:
             bad(f"dirichlet_sides must be a non-empty subset of {SIDES}, got {self.dirichlet_sides}")
         if self.variance <= 0 or self.correlation_length <= 0:
             bad("variance and correlation_length must be positive")
+        if abs(self.prior_mean) + 8.0 * math.sqrt(self.variance) > 700.0:
+            bad(f"prior_mean ± 8·√variance must lie within ±700, got prior_mean={self.prior_mean}, "
+                f"variance={self.variance}: e^m would overflow")
+        if self.source == 0:
+            bad("source must be non-zero (with f = 0 the temperature and every observation are 0)")
         n_nodes = (self.nx + 1) * (self.ny + 1)
         if self.prior == "kl" and not 1 <= self.n_modes <= n_nodes:
             bad(f"n_modes must be in 1…{n_nodes} (the mesh's node count), got {self.n_modes}")
@@ -96,9 +102,11 @@ class HeatRecipe:
             bad(f"mesh too coarse for the sensors: {n_sensors} sensors but only {n_nodes} "
                 f"nodes on the {self.nx}×{self.ny} mesh")
         if self.sensor_layout == "given":
-            for s in self.sensors:
+            for k, s in enumerate(self.sensors):
                 if len(s) != 2:
                     bad(f"a sensor needs two coordinates, got {s}")
+                if not all(0.0 <= c <= 1.0 for c in s):
+                    bad(f"sensor {k} at ({s[0]:g}, {s[1]:g}) lies outside the domain [0, 1]²")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

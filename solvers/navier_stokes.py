@@ -94,6 +94,7 @@ class NavierStokesRecipe:
         def bad(msg: str) -> None:
             raise PdegrowError(f"navier_stokes recipe: {msg}")
 
+        recipes.require_finite(self, "navier_stokes recipe")
         if self.n_samples <= 0:
             bad(f"n_samples must be positive, got {self.n_samples}")
         if not 4 <= self.resolution <= MAX_RESOLUTION:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,3 +41,23 @@ def load_recipe[T](
         merged = {**values, **overrides}
         recipe = build_dataclass(cls, merged, "--set")
     return recipe
+
+
+def require_finite(recipe: Any, label: str) -> None:
+    """Refuse a recipe with a NaN or infinite float in any field (lists included).
+
+    Called first in every recipe's ``__post_init__``, so that the range checks after
+    it compare real numbers (``nan < 0`` is False and would let NaN through).
+    """
+    for f in dataclasses.fields(recipe):
+        for name, value in _floats(f.name, getattr(recipe, f.name)):
+            if not math.isfinite(value):
+                raise PdegrowError(f"{label}: {name} = {value} is not a finite number")
+
+
+def _floats(name: str, value: Any) -> Iterator[tuple[str, float]]:
+    if isinstance(value, float):
+        yield name, value
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _floats(f"{name}[{i}]", item)
