@@ -136,6 +136,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
 
     from pdegrow.models.optim import sync_optimizer
     from pdegrow.training.config import build_config
+    from pdegrow.training.runfiles import load_run_file
     from pdegrow.training.trainer import Trainer
 
     torch.set_num_threads(1)
@@ -145,7 +146,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     cfg = build_config(job["config"], job["run_dir"])
     trainer = Trainer(cfg, job["data"], out, overwrite=True, progress=False)
     if job.get("init_from"):
-        blob = torch.load(Path(job["init_from"]) / "model.pt", map_location="cpu", weights_only=False)
+        blob = load_run_file(Path(job["init_from"]) / "model.pt", "model")
         trainer.model.load_state_dict(blob["state"])            # same architecture: the source network
         if job.get("freeze"):
             trainer.model.freeze("lift")

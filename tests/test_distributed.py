@@ -23,6 +23,7 @@ from pdegrow.contract import create_dataset_file, mark_complete
 from pdegrow.growth.base import GrowthContext, GrowthProposal, GrowthStrategy, register_strategy
 from pdegrow.training.config import build_config
 from pdegrow.training.distributed import DistributedTrainer, launch_info, shard
+from pdegrow.training.runfiles import load_run_file
 from pdegrow.training.trainer import Trainer
 
 torch.set_num_threads(1)
@@ -155,7 +156,7 @@ def _free_port() -> int:
 
 
 def _model(run: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run / "model.pt", weights_only=False)["state"]
+    return load_run_file(run / "model.pt", "model")["state"]
 
 
 def _events(run: Path) -> list[dict]:

@@ -18,6 +18,7 @@ from pdegrow.cli import main
 from pdegrow.contract import create_dataset_file, mark_complete
 from pdegrow.data import iterate, prepare_data
 from pdegrow.training.config import DataConfig, build_config
+from pdegrow.training.runfiles import load_run_file
 
 torch.set_num_threads(1)
 
@@ -126,7 +127,7 @@ def test_fixed_baseline_same_trainer(tmp_path, heat_paper_file, capsys):
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run / "model.pt", weights_only=False)["state"]
+    return load_run_file(run / "model.pt", "model")["state"]
 
 
 def test_kill_and_resume_gives_bitwise_same_weights(tmp_path, heat_paper_file):
@@ -146,7 +147,7 @@ def test_kill_and_resume_gives_bitwise_same_weights(tmp_path, heat_paper_file):
     while time.time() < deadline and proc.poll() is None:
         if ckpt.is_file():
             try:
-                epoch = torch.load(ckpt, weights_only=False)["epoch"]
+                epoch = load_run_file(ckpt, "checkpoint")["epoch"]
             except Exception:  # being replaced right now
                 epoch = 0
             if epoch >= 15:  # past the first growth event, mid-run

@@ -25,6 +25,7 @@ from pdegrow.models.resnet import GrowableResNet
 from pdegrow.regularizers.heat_physics import HeatOperators, field_from_prediction
 from pdegrow.training import problems
 from pdegrow.training.config import ExperimentConfig, build_config
+from pdegrow.training.runfiles import load_run_file
 from pdegrow.training.runlog import read_run
 
 SPLITS = ("train", "val", "test", "all")
@@ -49,16 +50,22 @@ def load_trained(run_dir: str | Path, device: str | torch.device = "cpu") -> Tra
     if not path.is_file():
         raise PdegrowError(f"{run_dir}: the run has not finished (no model.pt); resume it with "
                            f"'pdegrow train --out {run_dir} --resume'")
-    blob = torch.load(path, map_location="cpu", weights_only=False)
+    blob = load_run_file(path, "model")
     cfg = build_config(blob["config"], str(path))
-    model = GrowableResNet.from_spec(blob["spec"])
-    dtype = torch.float64 if "float64" in blob["dtype"] else torch.float32
-    model = model.to(dtype)
-    model.load_state_dict(blob["state"])
+    try:
+        model = GrowableResNet.from_spec(blob["spec"])
+        dtype = torch.float64 if "float64" in str(blob["dtype"]) else torch.float32
+        model = model.to(dtype)
+        model.load_state_dict(blob["state"])
+        norms = [Standardizer.from_state_dict(blob[k]) for k in ("input_norm", "target_norm")]
+        if not all(isinstance(n.mean, torch.Tensor) and isinstance(n.std, torch.Tensor) for n in norms):
+            raise TypeError("normalisers without tensors")
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise PdegrowError(f"{path} is damaged ({msg})") from None
     model.to(device).eval()
     splits = json.loads((run_dir / "splits.json").read_text())
-    return TrainedRun(run_dir, info, cfg, model, Standardizer.from_state_dict(blob["input_norm"]),
-                      Standardizer.from_state_dict(blob["target_norm"]), splits)
+    return TrainedRun(run_dir, info, cfg, model, norms[0], norms[1], splits)
 
 
 def _indices(run: TrainedRun, data_path: str, split: str | None, n_samples: int) -> np.ndarray:

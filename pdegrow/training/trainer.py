@@ -8,6 +8,8 @@ epochs (and after every growth event) holding the architecture, weights,
 optimizer, scheduler, strategy state, training state, growth history, the
 best-weights snapshot and all RNG states — so a killed run resumed with
 ``resume=True`` ends with bitwise the same weights (CPU, same thread count).
+``checkpoint.pt`` and ``model.pt`` are tensors + JSON (:mod:`pdegrow.training.runfiles`),
+never pickle: loading a crafted file cannot run code.
 
 Run directory: ``run.json`` (marker), ``config.json``, ``splits.json``,
 ``checkpoint.pt``, ``metrics.jsonl``, ``metrics.csv``, ``events.jsonl``,
@@ -46,11 +48,11 @@ from pdegrow.regularizers.kit import RegularizerKit
 from pdegrow.regularizers.terms import Forward
 from pdegrow.training import problems
 from pdegrow.training.config import ExperimentConfig, build_config
+from pdegrow.training.runfiles import load_run_file, save_run_file
 from pdegrow.training.runlog import (
     RUN_FILE,
     RUN_KIND,
     MetricsLog,
-    atomic_torch_save,
     atomic_write_text,
     read_run,
     write_json,
@@ -136,7 +138,11 @@ class Trainer:
         self.ctx = GrowthContext(self.model, self.state, self.device, self._fixed_batches, self._batch_loss,
                                  self.train_loss, self.strategy_gen, self.data, self.events, self.kit)
         if ckpt:
-            self._restore(ckpt)
+            try:
+                self._restore(ckpt)
+            except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
+                msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise PdegrowError(f"{self.run_dir}/checkpoint.pt is damaged ({msg})") from None
             self.metrics = MetricsLog(self.run_dir, keep_rows=ckpt["n_metric_rows"])
         else:
             self.metrics = MetricsLog(self.run_dir, keep_rows=0)
@@ -190,7 +196,6 @@ class Trainer:
 
     def _checkpoint(self) -> None:
         ckpt = {
-            "format": 1,
             "epoch": self.state.epoch,
             "model_spec": self.model.spec(),
             "model_state": self.model.state_dict(),
@@ -198,7 +203,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "strategy": self.strategy.state_dict(),
             "state": dataclasses.asdict(self.state),
-            "events": [e.to_dict() for e in self.events],
+            "events": [json.loads(json.dumps(e.to_dict(), default=str)) for e in self.events],
             "best_snapshot": self.best_snapshot,
             "finished": self.finished,
             "n_metric_rows": len(self.metrics.rows),
@@ -206,14 +211,11 @@ class Trainer:
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                     "shuffle": self.shuffle.get_state(), "strategy": self.strategy_gen.get_state()},
         }
-        atomic_torch_save(ckpt, self.run_dir / "checkpoint.pt")
+        save_run_file(self.run_dir / "checkpoint.pt", "checkpoint", ckpt)
         self.metrics.write_csv()
 
     def _load_checkpoint(self) -> dict[str, Any]:
-        try:
-            return torch.load(self.run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
-        except Exception as exc:  # a damaged file is the user's to know about
-            raise PdegrowError(f"{self.run_dir}/checkpoint.pt cannot be read ({exc})") from None
+        return load_run_file(self.run_dir / "checkpoint.pt", "checkpoint")
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
         model = GrowableResNet.from_spec(ckpt["model_spec"]).to(self.device, self.dtype)
@@ -436,10 +438,10 @@ class Trainer:
 
 def save_model(path: Path, model: GrowableResNet, data: DataBundle, cfg: ExperimentConfig) -> None:
     """The trained model with what is needed to use it: spec, weights, normalisers, data names."""
-    atomic_torch_save({"spec": model.spec(), "state": {k: v.cpu() for k, v in model.state_dict().items()},
-                       "input_norm": data.input_norm.state_dict(),
-                       "target_norm": data.target_norm.state_dict(),
-                       "config": cfg.to_dict(), "dtype": str(next(model.parameters()).dtype)}, path)
+    save_run_file(path, "model", {"spec": model.spec(), "state": dict(model.state_dict()),
+                                  "input_norm": data.input_norm.state_dict(),
+                                  "target_norm": data.target_norm.state_dict(),
+                                  "config": cfg.to_dict(), "dtype": str(next(model.parameters()).dtype)})
 
 
 def load_run_config(run_dir: str | Path) -> ExperimentConfig:

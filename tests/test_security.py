@@ -1,0 +1,130 @@
+"""Run files never execute code; names from compare configs never leave --out."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+import torch
+
+from pdegrow import tensorfile
+from pdegrow.cli import main
+from pdegrow.errors import PdegrowError
+from pdegrow.training.runfiles import load_run_file
+
+torch.set_num_threads(1)
+
+TINY = """
+[run]
+seed = 0
+progress = false
+threads = 1
+[data]
+n_train = 30
+n_val = 10
+n_test = 10
+[model]
+width = 8
+[optim]
+batch_size = 30
+[train]
+max_epochs = 3
+[growth]
+strategy = "fixed"
+"""
+
+
+class _Payload:
+    """Unpickling this creates the marker file: what an attacker's model.pt would do."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.fixture
+def finished_run(tmp_path, heat_paper_file):
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(TINY)
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(cfg), "--data", str(heat_paper_file), "--out", str(out),
+                 "--no-progress"]) == 0
+    return out
+
+
+def _craft(path, marker) -> None:
+    torch.save({"spec": _Payload(str(marker)), "epoch": _Payload(str(marker))}, path)
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err, err
+    return err
+
+
+def test_crafted_model_and_checkpoint_never_run_code(finished_run, heat_paper_file, tmp_path, capsys):
+    marker = tmp_path / "PWNED"
+    # the payload works: plain unpickling creates the marker (so the checks below mean something)
+    probe = tmp_path / "probe.pt"
+    _craft(probe, tmp_path / "probe-marker")
+    torch.load(probe, weights_only=False)
+    assert (tmp_path / "probe-marker").exists()
+
+    _craft(finished_run / "model.pt", marker)
+    capsys.readouterr()
+    assert main(["evaluate", str(finished_run), "--data", str(heat_paper_file), "--json"]) == 2
+    assert "model.pt is not a pdegrow run file" in _one_line_error(capsys)
+    assert main(["report", str(finished_run)]) == 2
+    assert "model.pt is not a pdegrow run file" in _one_line_error(capsys)
+    _craft(finished_run / "checkpoint.pt", marker)
+    assert main(["train", "--out", str(finished_run), "--resume", "--no-progress"]) == 2
+    assert "checkpoint.pt is not a pdegrow run file" in _one_line_error(capsys)
+    assert not marker.exists()
+
+
+def test_run_files_are_tensors_and_json(finished_run):
+    model = load_run_file(finished_run / "model.pt", "model")
+    assert set(model) >= {"spec", "state", "input_norm", "target_norm", "config", "dtype"}
+    assert all(isinstance(v, torch.Tensor) for v in model["state"].values())
+    # the safetensors layout: header length, JSON header with the tree in __metadata__
+    raw = (finished_run / "model.pt").read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    assert header["__metadata__"]["kind"] == "model"
+    assert json.loads(header["__metadata__"]["pdegrow"])["spec"] == model["spec"]
+    assert "state/head.weight" in header or any(k.startswith("state/") for k in header)
+    ckpt = load_run_file(finished_run / "checkpoint.pt", "checkpoint")
+    assert ckpt["epoch"] == 3 and ckpt["finished"] is True
+    with pytest.raises(PdegrowError, match="is a pdegrow 'checkpoint' file, not a model file"):
+        load_run_file(finished_run / "checkpoint.pt", "model")
+
+
+def test_tensorfile_round_trip_is_exact_and_refuses_damage(tmp_path):
+    import random
+
+    tree = {"w": torch.randn(3, 4, dtype=torch.float64), "h": torch.randn(2, dtype=torch.bfloat16),
+            "b": torch.tensor([True, False]), "empty": torch.zeros(0, 5), "scalar": torch.tensor(7),
+            "rng": random.getstate(), "ints": {0: {"step": torch.tensor(3.0)}, 1: {}},
+            "floats": [float("nan"), float("inf"), -float("inf"), 0.1], "none": None, "$odd": "x",
+            "pair": (0.9, 0.999)}
+    path = tmp_path / "t.pt"
+    tensorfile.save(path, tree)
+    back, _ = tensorfile.load(path)
+    for k in ("w", "h", "b", "empty", "scalar"):
+        assert back[k].dtype == tree[k].dtype and torch.equal(back[k], tree[k])
+    assert back["rng"] == tree["rng"] and back["pair"] == (0.9, 0.999) and back["$odd"] == "x"
+    assert torch.equal(back["ints"][0]["step"], torch.tensor(3.0)) and back["ints"][1] == {}
+    assert str(back["floats"]) == str(tree["floats"]) and back["none"] is None
+    raw = path.read_bytes()
+    with pytest.raises(PdegrowError, match="too short"):
+        tensorfile.from_bytes(raw[:5], "f")
+    with pytest.raises(PdegrowError, match="bad header length"):
+        tensorfile.from_bytes(struct.pack("<Q", 1 << 40) + raw[8:], "f")
+    with pytest.raises(PdegrowError, match="bytes do not fit"):
+        tensorfile.from_bytes(raw[:-4], "f")
+    (n,) = struct.unpack("<Q", raw[:8])
+    with pytest.raises(PdegrowError, match="damaged header"):
+        tensorfile.from_bytes(raw[:8] + b"{" * n + raw[8 + n:], "f")
