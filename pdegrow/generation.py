@@ -11,14 +11,18 @@ depend on the number of ranks nor on interruptions. When every sample is
 done, rank 0 merges the parts, in sample order, into ``OUT`` (again written
 under a temporary name and renamed), and removes ``OUT.parts/``.
 
-mpi4py is imported only when a communicator is needed, never at module level.
+Nothing is written before the recipe, the forward model and the sizes are
+checked (:mod:`pdegrow.generation_output`); one run at a time holds the lock of
+``OUT.parts/``. A sample that fails on any rank (a solver error, non-finite
+values, a full disk) stops every rank after its current sample: each rank keeps
+what it finished (its part files), and all raise the same error naming the
+sample. mpi4py is imported only when a communicator is needed, never at module level.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import os
-import shutil
 import sys
 import time
 import uuid
@@ -27,13 +31,35 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import h5py
 import numpy as np
 
-from pdegrow.contract import create_dataset_file, mark_complete, sample_storage
-from pdegrow.errors import DataContractError, PdegrowError
+from pdegrow.errors import PdegrowError
+from pdegrow.generation_merge import merge_parts
+from pdegrow.generation_output import (
+    Claim,
+    check_location,
+    check_resources,
+    claim_location,
+    release,
+    sample_bytes,
+)
+from pdegrow.generation_parts import (
+    make_manifest,
+    parts_dir,
+    pending_indices,
+    read_part_indices,
+    write_part,
+)
+
+log = logging.getLogger(__name__)
 
 _PROGRESS_TAG = 7301
+_FAILURE_TAG = 7302
+BUFFER_BYTES = 256 * 2**20
+"""A rank writes a part file at the latest when its buffered samples reach this many bytes."""
+
+__all__ = ["ForwardProblem", "GenerationSummary", "generate", "parts_dir", "read_part_indices",
+           "sample_rng", "write_part"]
 
 
 class ForwardProblem(Protocol):
@@ -65,8 +91,12 @@ class GenerationSummary:
     n_ranks: int
     seconds: float
     file_size_bytes: int
+    already_complete: bool = False
 
     def format(self) -> str:
+        if self.already_complete:
+            return (f"{self.out} is already complete (same recipe, seed and {self.n_samples} samples); "
+                    "nothing to do")
         rate = self.n_generated / self.seconds if self.seconds > 0 else float("nan")
         return "\n".join([
             f"wrote {self.out}",
@@ -84,133 +114,40 @@ def sample_rng(base_seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([int(base_seed), int(index)])
 
 
-def parts_dir(out: Path) -> Path:
-    return out.with_name(out.name + ".parts")
+_manifest = make_manifest  # the name older callers and tests use
 
 
-def write_part(path: Path, indices: list[int], samples: list[dict[str, np.ndarray]]) -> None:
-    """Write buffered samples to a part file atomically (temporary name, then rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
-        f.create_dataset("indices", data=np.asarray(indices, dtype=np.int64))
-        for name in samples[0]:
-            rows = np.stack([s[name] for s in samples])
-            f.create_dataset(name, data=rows, **sample_storage(rows.shape[1:]))
-        f.attrs["complete"] = True
-    os.replace(tmp, path)
-
-
-def read_part_indices(path: Path) -> np.ndarray:
-    """The sample indices held by a part file; :class:`DataContractError` if it is damaged."""
-    try:
-        with h5py.File(path, "r") as f:
-            if not f.attrs.get("complete", False) or "indices" not in f:
-                raise DataContractError(f"part file {path} is incomplete")
-            return np.asarray(f["indices"][...], dtype=np.int64)
-    except OSError as exc:
-        raise DataContractError(
-            f"part file {path} is corrupt ({exc}); delete it to regenerate its samples") from None
-
-
-def _manifest(problem: str, config: dict[str, Any], n_samples: int, seed: int) -> dict[str, Any]:
-    return {"problem": problem, "config": config, "n_samples": n_samples, "base_seed": seed}
-
-
-def _prepare(out: Path, manifest: dict[str, Any], resume: bool, overwrite: bool) -> list[int]:
-    """Rank-0 checks of the output location; returns the sample indices still to do."""
-    parts = parts_dir(out)
-    if not out.parent.exists():
-        raise PdegrowError(f"cannot write {out}: directory {out.parent} does not exist")
-    if not os.access(out.parent, os.W_OK):
-        raise PdegrowError(f"cannot write {out}: directory {out.parent} is not writable")
-    if out.is_dir():
-        raise PdegrowError(f"cannot write {out}: it is a directory")
-    if overwrite:
-        if out.exists():
-            out.unlink()
-        shutil.rmtree(parts, ignore_errors=True)
-    elif out.exists():
-        raise PdegrowError(f"{out} exists; pass --overwrite to replace it")
-    if parts.exists() and not resume:
-        raise PdegrowError(
-            f"{parts} holds an interrupted run; pass --resume to finish it or --overwrite to restart")
-    parts.mkdir(exist_ok=True)
-    manifest_path = parts / "manifest.json"
-    if manifest_path.exists():
-        previous = json.loads(manifest_path.read_text())
-        if previous != json.loads(json.dumps(manifest)):
-            changed = sorted(k for k in manifest if previous.get(k) != manifest[k])
-            raise PdegrowError(
-                f"cannot resume {out}: the interrupted run had a different {', '.join(changed)}; "
-                "pass --overwrite to restart")
-    else:
-        tmp = manifest_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
-        os.replace(tmp, manifest_path)
-    done = np.zeros(manifest["n_samples"], dtype=bool)
-    for part in sorted(parts.glob("part-*.h5")):
-        indices = read_part_indices(part)
-        if indices.size and (indices.min() < 0 or indices.max() >= done.size):
-            raise DataContractError(f"part file {part} holds samples outside 0…{done.size - 1}")
-        done[indices] = True
-    for stale in parts.glob("*.tmp"):
-        stale.unlink()
-    return [int(i) for i in np.flatnonzero(~done)]
-
-
-def _merge(out: Path, problem: ForwardProblem, manifest: dict[str, Any]) -> None:
-    """Merge all part files, in sample order, into ``out`` (atomically)."""
-    parts = parts_dir(out)
-    n = manifest["n_samples"]
-    tmp = out.with_name(out.name + ".tmp")
-    seen = np.zeros(n, dtype=bool)
-    with create_dataset_file(
-        tmp, problem=manifest["problem"], config=manifest["config"], n_samples=n,
-        base_seed=manifest["base_seed"], static=problem.static_arrays(),
-        sample_specs=problem.sample_specs(), attrs=problem.file_attrs(),
-    ) as f:
-        for part in sorted(parts.glob("part-*.h5")):
-            with h5py.File(part, "r") as p:
-                idx = p["indices"][...]
-                order = np.argsort(idx)
-                idx = idx[order]
-                if seen[idx].any():
-                    raise DataContractError(f"part file {part} repeats samples already merged")
-                seen[idx] = True
-                for name in problem.sample_specs():
-                    _copy_rows(p[name], f[name], order, idx)
-        if not seen.all():
-            missing = np.flatnonzero(~seen)
-            raise DataContractError(f"samples {missing[:10].tolist()} … are missing from {parts}")
-        mark_complete(f)
-    os.replace(tmp, out)
-    shutil.rmtree(parts)
-
-
-def _copy_rows(src: h5py.Dataset, dst: h5py.Dataset, rows: np.ndarray, targets: np.ndarray) -> None:
-    """dst[targets[k]] = src[rows[k]]; one-sample chunks are copied still compressed."""
-    if src.chunks is None or src.chunks != dst.chunks or src.compression != dst.compression:
-        dst[targets] = src[...][rows]
-        return
-    tail = (0,) * (src.ndim - 1)
-    for row, target in zip(rows, targets, strict=True):
-        mask, chunk = src.id.read_direct_chunk((int(row), *tail))
-        dst.id.write_direct_chunk((int(target), *tail), chunk, mask)
+def require_finite(index: int, sample: dict[str, np.ndarray]) -> None:
+    """Refuse a sample holding NaN or Inf: it would be written into a file marked complete."""
+    for name, array in sample.items():
+        if not np.isfinite(array).all():
+            raise PdegrowError(f"{name} holds non-finite values (NaN or Inf) in sample {index}")
 
 
 def _collective(comm: Any, func: Callable[[], Any]) -> Any:
-    """Run ``func`` on rank 0 and broadcast its result, or its user error, to every rank."""
+    """Run ``func`` on rank 0 and broadcast its result, or its error, to every rank.
+
+    Any exception on rank 0 reaches every rank (as a :class:`PdegrowError` on the others), so no
+    rank is left waiting; rank 0 re-raises its own exception (a bug keeps its traceback there).
+    """
     result: Any = None
     error: str | None = None
+    failure: BaseException | None = None
     if comm.rank == 0:
         try:
             result = func()
-        except PdegrowError as exc:
-            error = str(exc)
-    result, error = comm.bcast((result, error), root=0)
+        except Exception as exc:
+            failure, error = exc, str(exc) if isinstance(exc, PdegrowError) else _describe(exc)
+    shared, error = comm.bcast((result, error), root=0)
+    if failure is not None:
+        raise failure
     if error is not None:
         raise PdegrowError(error)
-    return result
+    return result if comm.rank == 0 else shared  # rank 0 keeps its own object (e.g. a held lock)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def generate(
@@ -231,8 +168,10 @@ def generate(
 
     ``make_problem`` builds the forward model on one rank (it is called on rank
     0 first, so that its JIT compilation fills the form cache before the other
-    ranks compile). A rank writes a part file every ``flush_every`` samples or 30 s,
-    whichever comes first.
+    ranks compile). A rank writes a part file every ``flush_every`` samples, every
+    ``BUFFER_BYTES`` of samples or every 30 s, whichever comes first. With ``resume``, an
+    ``out`` already complete with the same recipe, seed and size is left as it is (the
+    summary says ``already_complete``).
     """
     from mpi4py import MPI
 
@@ -242,91 +181,188 @@ def generate(
         raise PdegrowError(f"n_samples must be positive, got {n_samples}")
     if flush_every <= 0:
         raise PdegrowError(f"flush_every must be positive, got {flush_every}")
-    out = Path(out).resolve() if comm.rank == 0 else Path(out)
-    out = Path(comm.bcast(str(out), root=0))
-    manifest = _manifest(problem, config, n_samples, seed)
     start = time.perf_counter()
-    remaining = _collective(comm, lambda: _prepare(out, manifest, resume, overwrite))
-    run_id = comm.bcast(uuid.uuid4().hex[:8], root=0)
+    out = Path(comm.bcast(str(Path(out).resolve()) if comm.rank == 0 else None, root=0))
+    manifest = make_manifest(problem, config, n_samples, seed)
 
-    forward: ForwardProblem | str | None = None
+    if _collective(comm, lambda: check_location(out, manifest, resume, overwrite)):
+        return _summary(comm, out, problem, n_samples, 0, start, already_complete=True)
+
+    forward = _build_everywhere(comm, make_problem)
+    one_sample = sample_bytes(forward.sample_specs())
+    rows_per_part = max(1, min(flush_every, BUFFER_BYTES // max(one_sample, 1)))
+    local_ranks = 1
+    if comm.size > 1:
+        node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+        local_ranks = node.size
+        node.Free()
+    _collective(comm, lambda: check_resources(out, n_samples, one_sample, rows_per_part, local_ranks))
+
+    claim: Claim | None = None
+    try:
+        claim = _collective(comm, lambda: claim_location(out, manifest, resume, overwrite))
+        if claim is None:
+            return _summary(comm, out, problem, n_samples, 0, start, already_complete=True)
+        if comm.rank != 0:
+            claim = Claim(done=claim.done, lock=None, created=claim.created)
+        n_pending = n_samples - len(claim.done)
+        run_id = comm.bcast(uuid.uuid4().hex[:8], root=0)
+        failed = _solve_all(comm, forward, out, seed, n_samples, claim.done, run_id, rows_per_part,
+                            progress, problem)
+        if failed is not None:
+            _collective(comm, lambda: release(claim, remove_if_empty=True))
+            raise failed
+        _collective(comm, lambda: merge_parts(out, forward, manifest))
+    finally:
+        if comm.rank == 0:
+            release(claim)
+    return _summary(comm, out, problem, n_samples, n_pending, start)
+
+
+def _build_everywhere(comm: Any, make_problem: Callable[[], ForwardProblem]) -> ForwardProblem:
+    """Build the forward model on rank 0 first (it fills the JIT cache), then on the others;
+    an error on any rank reaches every rank."""
+    forward: ForwardProblem | None = None
+    error: str | None = None
+    failure: BaseException | None = None
+
+    def build() -> tuple[ForwardProblem | None, str | None, BaseException | None]:
+        try:
+            return make_problem(), None, None
+        except PdegrowError as exc:
+            return None, str(exc), None
+        except Exception as exc:
+            return None, _describe(exc), exc
+
     if comm.rank == 0:
-        forward = _build(make_problem)
-    comm.barrier()
-    if comm.rank != 0:
-        forward = _build(make_problem)
-    errors = comm.allgather(forward if isinstance(forward, str) else None)
-    if any(errors):
-        raise PdegrowError(next(e for e in errors if e))
+        forward, error, failure = build()
+    if comm.bcast(error, root=0) is None and comm.rank != 0:
+        forward, error, failure = build()
+    errors = comm.allgather(error)
+    if failure is not None:
+        raise failure
+    first = next((e for e in errors if e), None)
+    if first is not None:
+        raise PdegrowError(first)
+    assert forward is not None
+    return forward
 
-    mine = remaining[comm.rank :: comm.size]
-    counts = [len(remaining[r :: comm.size]) for r in range(comm.size)]
+
+def _solve_all(comm: Any, forward: ForwardProblem, out: Path, seed: int, n_samples: int,
+               done: np.ndarray, run_id: str, rows_per_part: int, progress: bool,
+               problem: str) -> BaseException | None:
+    """Every rank solves its share of the pending samples into part files.
+
+    A failure on one rank (an exception from the solver, non-finite values, a part file that
+    cannot be written) is sent to every other rank, which stops after its current sample; each
+    rank writes what it finished. Returns the exception every rank is to raise (the same
+    message on all of them), or None when all samples are done.
+    """
+    from mpi4py import MPI
+
+    rank, size = comm.rank, comm.size
+    parts = parts_dir(out)
     bar = None
-    if progress and comm.rank == 0:
+    if progress and rank == 0:
         from tqdm import tqdm
 
-        bar = tqdm(total=n_samples, initial=n_samples - len(remaining), unit="sample",
-                   desc=f"{problem} ({comm.size} rank{'s' if comm.size > 1 else ''})",
+        bar = tqdm(total=n_samples, initial=len(done), unit="sample",
+                   desc=f"{problem} ({size} rank{'s' if size > 1 else ''})",
                    file=sys.stderr, dynamic_ncols=True)
-    others_done = [0] * comm.size
-    requests = []
+    others_done = [0] * size
+    requests: list[Any] = []
     buffer_idx: list[int] = []
     buffer: list[dict[str, np.ndarray]] = []
-    part_no = 0
+    state = {"part_no": 0, "written": 0, "sent": 0}
     last_flush = time.monotonic()
 
     def flush() -> None:
-        nonlocal part_no, last_flush
+        nonlocal last_flush
         if buffer_idx:
-            name = f"part-{run_id}-r{comm.rank:05d}-{part_no:06d}.h5"
-            write_part(parts_dir(out) / name, buffer_idx, buffer)
-            part_no += 1
+            name = f"part-{run_id}-r{rank:05d}-{state['part_no']:06d}.h5"
+            write_part(parts / name, buffer_idx, buffer)
+            state["part_no"] += 1
+            state["written"] += len(buffer_idx)
             buffer_idx.clear()
             buffer.clear()
         last_flush = time.monotonic()
 
-    def poll(wait_for_all: bool = False) -> None:
-        """Rank 0: take the other ranks' progress messages (all of them when ``wait_for_all``)."""
-        while True:
-            if wait_for_all:
-                if sum(others_done) >= sum(counts[1:]):
-                    return
-            elif not comm.iprobe(source=MPI.ANY_SOURCE, tag=_PROGRESS_TAG):
-                return
-            rank, done = comm.recv(source=MPI.ANY_SOURCE, tag=_PROGRESS_TAG)
-            bar.update(done - others_done[rank])
-            others_done[rank] = done
+    def poll() -> None:
+        """Rank 0: take the other ranks' progress messages that have arrived."""
+        while comm.iprobe(source=MPI.ANY_SOURCE, tag=_PROGRESS_TAG):
+            other, count = comm.recv(source=MPI.ANY_SOURCE, tag=_PROGRESS_TAG)
+            bar.update(count - others_done[other])
+            others_done[other] = count
 
-    for k, index in enumerate(mine, start=1):
-        sample = forward.solve(index, sample_rng(seed, index))
-        buffer_idx.append(index)
-        buffer.append(sample)
-        if len(buffer_idx) >= flush_every or time.monotonic() - last_flush > 30.0:
-            flush()
-        if comm.rank == 0:
+    current: int | None = None
+    failure: BaseException | None = None
+    try:
+        for index in pending_indices(n_samples, done, rank, size):
+            if size > 1 and comm.iprobe(source=MPI.ANY_SOURCE, tag=_FAILURE_TAG):
+                break  # another rank failed: stop here, keep what is finished
+            current = index
+            sample = forward.solve(index, sample_rng(seed, index))
+            require_finite(index, sample)
+            current = None
+            buffer_idx.append(index)
+            buffer.append(sample)
+            if len(buffer_idx) >= rows_per_part or time.monotonic() - last_flush > 30.0:
+                flush()
             if bar is not None:
                 bar.update(1)
-                poll()
-        elif progress:
-            requests.append(comm.isend((comm.rank, k), dest=0, tag=_PROGRESS_TAG))
-    flush()
-    if comm.rank == 0 and bar is not None and comm.size > 1:
-        poll(wait_for_all=True)
+                if size > 1:
+                    poll()
+            elif progress and rank != 0:
+                state["sent"] += 1
+                requests.append(comm.isend((rank, state["sent"]), dest=0, tag=_PROGRESS_TAG))
+        flush()
+    except Exception as exc:
+        failure = exc
+        if current is not None:
+            try:
+                flush()  # the samples finished before the failing one
+            except PdegrowError:
+                pass
+        requests += [comm.isend(rank, dest=other, tag=_FAILURE_TAG) for other in range(size)
+                     if other != rank]
+
+    message = None if failure is None else _failure_message(failure, current, rank, size)
+    outcomes = comm.allgather((message, state["sent"], state["written"]))
+    if bar is not None:
+        for other in range(1, size):  # receive every progress message that was sent
+            while others_done[other] < outcomes[other][1]:
+                _, count = comm.recv(source=other, tag=_PROGRESS_TAG)
+                bar.update(count - others_done[other])
+                others_done[other] = count
+        bar.close()
+    for other, (msg, _, _) in enumerate(outcomes):  # match the failure notices sent to this rank
+        if msg is not None and other != rank:
+            comm.recv(source=other, tag=_FAILURE_TAG)
     for req in requests:
         req.wait()
-    if bar is not None:
-        bar.close()
-    comm.barrier()
-    _collective(comm, lambda: _merge(out, forward, manifest))
-    seconds = time.perf_counter() - start
-    size = out.stat().st_size if comm.rank == 0 else 0
-    return GenerationSummary(out=out, problem=problem, n_samples=n_samples,
-                             n_generated=len(remaining), n_ranks=comm.size,
-                             seconds=seconds, file_size_bytes=size)
+    messages = [msg for msg, _, _ in outcomes if msg is not None]
+    if not messages:
+        return None
+    if failure is not None and not isinstance(failure, PdegrowError):
+        log.error("generation failed on rank %d: %s", rank, message)
+        return failure
+    kept = len(done) + sum(written for _, _, written in outcomes)
+    hint = (f"; the {kept} samples finished are kept in {parts}: rerun with --resume once the cause "
+            "is fixed" if kept else "")
+    return PdegrowError(messages[0] + hint)
 
 
-def _build(make_problem: Callable[[], ForwardProblem]) -> ForwardProblem | str:
-    try:
-        return make_problem()
-    except PdegrowError as exc:
-        return str(exc)
+def _failure_message(exc: BaseException, index: int | None, rank: int, size: int) -> str:
+    text = str(exc) if isinstance(exc, PdegrowError) else _describe(exc)
+    where = f" on rank {rank}" if size > 1 else ""
+    if index is not None:
+        return f"sample {index} failed{where}: {text}"
+    return f"{text} (rank {rank})" if size > 1 else text
+
+
+def _summary(comm: Any, out: Path, problem: str, n_samples: int, generated: int, start: float,
+             already_complete: bool = False) -> GenerationSummary:
+    size = out.stat().st_size if comm.rank == 0 and out.exists() else 0
+    return GenerationSummary(out=out, problem=problem, n_samples=n_samples, n_generated=generated,
+                             n_ranks=comm.size, seconds=time.perf_counter() - start,
+                             file_size_bytes=size, already_complete=already_complete)

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import os
 import sys
+from typing import Any
 
 from pdegrow.config import parse_overrides
 from pdegrow.errors import PdegrowError
@@ -35,14 +36,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", metavar="FILE", help="a recipe file (TOML) instead of a preset")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", dest="overrides",
                    help="override one recipe key (repeatable), e.g. --set nx=16")
-    p.add_argument("--n-samples", type=int, help="number of samples (default: the recipe's)")
+    p.add_argument("--n-samples", type=_count, metavar="N",
+                   help="number of samples, e.g. 2000 or 1e5 (default: the recipe's)")
     p.add_argument("--resolution", type=int, metavar="N",
                    help="grid resolution, same as --set resolution=N (navier-stokes)")
     p.add_argument("--final-time", type=float, metavar="T",
                    help="final time, same as --set final_time=T (navier-stokes)")
     p.add_argument("--seed", type=int, help="base seed; sample i uses (seed, i) (default: the recipe's)")
     p.add_argument("--out", required=True, metavar="FILE", help="output HDF5 file")
-    p.add_argument("--resume", action="store_true", help="finish an interrupted run of the same recipe")
+    p.add_argument("--resume", action="store_true",
+                   help="finish an interrupted run of the same recipe (a no-op, exit 0, when the "
+                   "output is already complete with the same recipe, seed and size)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--flush-every", type=int, default=256, metavar="N",
                    help="a rank writes a part file every N samples or every 30 s, whichever comes "
@@ -57,8 +61,6 @@ def run(args: argparse.Namespace) -> int:
     import importlib
 
     from mpi4py import MPI  # before dolfinx / petsc4py
-
-    from pdegrow.generation import generate
 
     solver = importlib.import_module(PROBLEMS[args.problem])
     overrides = parse_overrides(args.overrides)
@@ -77,7 +79,32 @@ def run(args: argparse.Namespace) -> int:
         n_samples=args.n_samples if args.n_samples is not None else recipe.n_samples,
         seed=args.seed if args.seed is not None else recipe.seed,
     )
-    summary = generate(
+    try:
+        summary = _generate(args, solver, recipe, MPI.COMM_WORLD)
+    except PdegrowError:
+        if MPI.COMM_WORLD.rank != 0:
+            return 2  # every rank has the same error: rank 0 prints it once
+        raise
+    if MPI.COMM_WORLD.rank == 0:
+        print(summary.format(), file=sys.stdout)
+    return 0
+
+
+def _count(text: str) -> int:
+    """A sample count: an integer, also written like 1e5."""
+    try:
+        value = float(text) if any(c in text for c in ".eE") else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value != int(value):
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
+    return int(value)
+
+
+def _generate(args: argparse.Namespace, solver: Any, recipe: Any, comm: Any) -> Any:
+    from pdegrow.generation import generate
+
+    return generate(
         lambda: solver.make_problem(recipe),
         problem=solver.PROBLEM_NAME,
         config=recipe.to_dict(),
@@ -88,8 +115,5 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         flush_every=args.flush_every,
         progress=not args.no_progress,
-        comm=MPI.COMM_WORLD,
+        comm=comm,
     )
-    if MPI.COMM_WORLD.rank == 0:
-        print(summary.format(), file=sys.stdout)
-    return 0

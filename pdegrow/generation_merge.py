@@ -1,0 +1,123 @@
+"""Merge the part files of a finished generation run into the data set ``OUT``.
+
+The merged file is written in one pass with its final size known, dataset by dataset
+and *in sample order*, whatever the order the part files were written in. Its layout
+(where every chunk lands, the chunk index) therefore depends on the samples alone: a
+run that was interrupted and resumed, or run on another number of ranks, gives a file
+of the same size as an uninterrupted one, byte for byte equal but for the ``created``
+time. Compressed chunks are copied as they are (no decompression) when the part file
+stores them as the merged file does.
+
+``OUT`` is written under ``OUT.tmp`` and renamed when complete; on any failure
+``OUT.tmp`` is removed and the part files are kept, so ``--resume`` merges again.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from pdegrow.contract import create_dataset_file, mark_complete
+from pdegrow.errors import DataContractError, PdegrowError
+from pdegrow.generation_parts import part_files, parts_dir, read_part_indices
+from pdegrow.io_errors import IO_ERRORS, io_cause, remove_quietly
+
+WINDOW_BYTES = 64 * 2**20
+"""Uncompressed bytes of one dataset's samples gathered in memory before they are written."""
+
+
+def sample_sources(parts: list[Path], n_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """For every sample i, the part file (its position in ``parts``) and the row there holding it.
+
+    Raises :class:`DataContractError` when a sample is missing or held twice.
+    """
+    part_of = np.full(n_samples, -1, dtype=np.int32)
+    row_of = np.zeros(n_samples, dtype=np.int64)
+    for k, part in enumerate(parts):
+        idx = read_part_indices(part)
+        if idx.size and (idx.min() < 0 or idx.max() >= n_samples):
+            raise DataContractError(f"part file {part} holds samples outside 0…{n_samples - 1}")
+        if (part_of[idx] >= 0).any() or len(np.unique(idx)) != len(idx):
+            raise DataContractError(f"part file {part} repeats samples already merged")
+        part_of[idx] = k
+        row_of[idx] = np.arange(len(idx))
+    missing = np.flatnonzero(part_of < 0)
+    if missing.size:
+        raise DataContractError(
+            f"samples {missing[:10].tolist()}{' …' if missing.size > 10 else ''} are missing from "
+            f"{parts[0].parent if parts else 'the parts directory'}")
+    return part_of, row_of
+
+
+def merge_parts(out: Path, problem: Any, manifest: dict[str, Any]) -> None:
+    """Merge ``OUT.parts/part-*.h5`` into ``out`` (atomically) and remove ``OUT.parts/``.
+
+    ``problem`` supplies ``static_arrays()``, ``sample_specs()`` and ``file_attrs()``.
+    A failed write leaves no ``OUT.tmp`` and keeps the parts; it raises a
+    :class:`PdegrowError` naming ``out`` and the cause.
+    """
+    parts = parts_dir(out)
+    n = int(manifest["n_samples"])
+    files = part_files(parts)
+    part_of, row_of = sample_sources(files, n)
+    specs = problem.sample_specs()
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        with create_dataset_file(
+            tmp, problem=manifest["problem"], config=manifest["config"], n_samples=n,
+            base_seed=manifest["base_seed"], static=problem.static_arrays(),
+            sample_specs=specs, attrs=problem.file_attrs(),
+        ) as f:
+            for name, (shape, dtype) in specs.items():
+                row_bytes = max(1, int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize)
+                window = max(1, WINDOW_BYTES // row_bytes)
+                for lo in range(0, n, window):
+                    _copy_window(files, name, f[name], part_of, row_of, lo, min(lo + window, n))
+            mark_complete(f)
+        os.replace(tmp, out)
+    except PdegrowError:
+        remove_quietly(tmp)
+        raise
+    except IO_ERRORS as exc:
+        remove_quietly(tmp)
+        raise PdegrowError(
+            f"cannot write {out}: {io_cause(exc)} (while merging; the part files in {parts} are "
+            "kept: make room and rerun with --resume to merge again)") from None
+    except BaseException:
+        remove_quietly(tmp)
+        raise
+    shutil.rmtree(parts, ignore_errors=True)
+
+
+def _copy_window(files: list[Path], name: str, dst: h5py.Dataset, part_of: np.ndarray,
+                 row_of: np.ndarray, lo: int, hi: int) -> None:
+    """dst[lo:hi] from the part files: read grouped by part file, then written in sample order."""
+    rows: list[Any] = [None] * (hi - lo)
+    window_parts = part_of[lo:hi]
+    tail = (0,) * (dst.ndim - 1)
+    for k in np.unique(window_parts):
+        positions = np.flatnonzero(window_parts == k)
+        path = files[int(k)]
+        try:
+            with h5py.File(path, "r") as p:
+                src = p[name]
+                raw = (src.chunks is not None and src.chunks == dst.chunks
+                       and src.compression == dst.compression and src.shuffle == dst.shuffle
+                       and src.dtype == dst.dtype)
+                for pos in positions.tolist():
+                    row = int(row_of[lo + pos])
+                    rows[pos] = (True, src.id.read_direct_chunk((row, *tail))) if raw else (False, src[row])
+        except (OSError, KeyError) as exc:
+            raise DataContractError(f"part file {path} is corrupt ({exc}); delete it to "
+                                    "regenerate its samples") from None
+    for pos, (raw, value) in enumerate(rows):
+        if raw:
+            mask, chunk = value
+            dst.id.write_direct_chunk((lo + pos, *tail), chunk, mask)
+        else:
+            dst[lo + pos] = value

@@ -1,0 +1,194 @@
+"""Where a generation run writes: checks of ``OUT`` before anything is written, and the claim.
+
+The order is what makes bad input leave nothing behind:
+
+1. :func:`check_location` (read only): the directory exists, ``OUT`` is not a directory,
+   an existing ``OUT`` is complete with the same recipe (``--resume``: nothing to do) or
+   needs ``--overwrite``, an interrupted run needs ``--resume`` or ``--overwrite``;
+2. the recipe is validated and the forward model built (by the caller);
+3. :func:`check_resources` (read only): the output fits on the disk, a rank's buffer in memory;
+4. :func:`claim_location`: create ``OUT.parts/``, take its lock (one run at a time: a second
+   one is refused with "… is in use by process N"), check again under the lock, apply
+   ``--overwrite``, write or compare the manifest, and list the samples already done.
+
+Until step 4 nothing is created; if step 4 fails, a parts directory it created is removed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pdegrow.contract import open_dataset
+from pdegrow.errors import DataContractError, PdegrowError
+from pdegrow.generation_parts import done_indices, parts_dir, read_manifest, write_manifest
+from pdegrow.io_errors import io_cause, write_error
+from pdegrow.locks import LOCK_NAME, DirectoryLock
+from pdegrow.resources import available_memory_bytes, format_bytes, free_disk_bytes
+
+
+@dataclass
+class Claim:
+    """A parts directory this run holds: its lock (rank 0), and the samples already done."""
+
+    done: np.ndarray
+    lock: DirectoryLock | None
+    created: bool
+
+
+def output_differs(out: Path, manifest: dict[str, Any]) -> list[str] | None:
+    """For a complete data set ``out``: the manifest keys whose values differ from it ([] when it
+    was made by this very recipe, seed and size); None when ``out`` is not a complete data set."""
+    try:
+        with open_dataset(out) as f:
+            existing = {"problem": str(f.attrs["problem"]), "config": json.loads(f.attrs["config"]),
+                        "n_samples": int(f.attrs["n_samples"]), "base_seed": int(f.attrs["base_seed"])}
+    except (DataContractError, KeyError, ValueError, OSError):
+        return None
+    return sorted(k for k in manifest if existing.get(k) != manifest[k])
+
+
+def check_location(out: Path, manifest: dict[str, Any], resume: bool, overwrite: bool) -> bool:
+    """Read-only checks of the output location; True when ``out`` is already complete with this
+    recipe, seed and size and ``resume`` asks to finish it (nothing to do)."""
+    parts = parts_dir(out)
+    if not out.parent.is_dir():
+        raise PdegrowError(f"cannot write {out}: directory {out.parent} does not exist")
+    if out.is_dir():
+        raise PdegrowError(f"cannot write {out}: it is a directory")
+    if out.exists() and not overwrite:
+        changed = output_differs(out, manifest)
+        if resume and changed == []:
+            return True
+        why = f" with a different {', '.join(changed)}" if resume and changed else ""
+        raise PdegrowError(f"{out} exists{why}; pass --overwrite to replace it")
+    if parts.exists() and not parts.is_dir():
+        raise PdegrowError(f"cannot write {out}: {parts} exists and is not a directory")
+    if parts.exists() and not (resume or overwrite):
+        raise PdegrowError(
+            f"{parts} holds an interrupted run; pass --resume to finish it or --overwrite to restart")
+    probe_writable(out)
+    return False
+
+
+def probe_writable(out: Path) -> None:
+    """Create and remove a small file beside ``out``: the one sure test that files can be created
+    there (permissions, read-only or pseudo file systems such as /proc and /sys)."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".probe", dir=out.parent)
+    except OSError as exc:
+        raise PdegrowError(f"cannot write {out}: cannot create files in {out.parent} "
+                           f"({io_cause(exc)})") from None
+    os.close(fd)
+    os.unlink(name)
+
+
+def sample_bytes(specs: dict[str, tuple[tuple[int, ...], np.dtype]]) -> int:
+    """Uncompressed bytes of one sample (every ``inputs/…`` and ``targets/…`` array)."""
+    return sum(int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+               for shape, dtype in specs.values())
+
+
+def check_resources(out: Path, n_samples: int, one_sample: int, rows_per_part: int,
+                    local_ranks: int = 1) -> None:
+    """Refuse a run whose output cannot fit on the disk, or whose part buffers cannot fit in memory.
+
+    The output is estimated uncompressed (n × one sample), an upper bound of the merged file up to
+    the HDF5 metadata; a rank buffers ``rows_per_part`` samples and copies them once when it
+    writes a part file.
+    """
+    total = n_samples * one_sample
+    free = free_disk_bytes(out.parent)
+    if total > free:
+        raise PdegrowError(
+            f"cannot write {out}: {n_samples} samples need about {format_bytes(total)} "
+            f"({format_bytes(one_sample)} each, uncompressed) but only {format_bytes(free)} is free "
+            f"in {out.parent}")
+    per_rank = 2 * rows_per_part * one_sample
+    available = available_memory_bytes()
+    if available is not None and per_rank * local_ranks > available:
+        raise PdegrowError(
+            f"not enough memory: {local_ranks} rank{'s' if local_ranks > 1 else ''} on this node "
+            f"each need about {format_bytes(per_rank)} to buffer {rows_per_part} sample"
+            f"{'s' if rows_per_part > 1 else ''} of {format_bytes(one_sample)} but only "
+            f"{format_bytes(available)} is available; lower --flush-every or the ranks per node")
+
+
+def claim_location(out: Path, manifest: dict[str, Any], resume: bool, overwrite: bool) -> Claim | None:
+    """Create and lock ``OUT.parts/`` and prepare it for this run; None when ``out`` turned out to be
+    complete already (another run finished it meanwhile). On failure nothing this call created
+    is left behind."""
+    parts = parts_dir(out)
+    created = not parts.exists()
+    try:
+        parts.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise PdegrowError(f"cannot write {out}: cannot create {parts} ({io_cause(exc)})") from None
+    lock = DirectoryLock(parts / LOCK_NAME, f"{parts} (the parts of {out.name})")
+    try:
+        lock.acquire()
+        if out.exists() and not overwrite:
+            # another run finished it between our first check and the lock
+            if check_location(out, manifest, resume, overwrite):
+                _drop(parts, lock, created)
+                return None
+        if not (created or resume or overwrite):
+            raise PdegrowError(f"{parts} holds an interrupted run; pass --resume to finish it or "
+                               "--overwrite to restart")
+        if overwrite:
+            _clear(out, parts)
+        previous = read_manifest(parts)
+        if previous is None:
+            write_manifest(parts, manifest)
+        elif previous != manifest:
+            changed = sorted(k for k in manifest if previous.get(k) != manifest[k])
+            raise PdegrowError(
+                f"cannot resume {out}: the interrupted run had a different {', '.join(changed)}; "
+                "pass --overwrite to restart")
+        for stale in parts.glob("*.tmp"):
+            stale.unlink(missing_ok=True)
+        done = done_indices(parts, int(manifest["n_samples"]))
+    except BaseException:
+        _drop(parts, lock, created)
+        raise
+    return Claim(done=done, lock=lock, created=created)
+
+
+def release(claim: Claim | None, remove_if_empty: bool = False) -> None:
+    """Drop the lock of a claim; with ``remove_if_empty``, first remove ``OUT.parts/`` if it holds
+    no part file (a run that failed before finishing any sample leaves nothing)."""
+    if claim is None or claim.lock is None:
+        return
+    parts = claim.lock.path.parent
+    if remove_if_empty and parts.is_dir() and not any(parts.glob("part-*.h5")):
+        shutil.rmtree(parts, ignore_errors=True)
+    claim.lock.release()
+
+
+def _drop(parts: Path, lock: DirectoryLock, created: bool) -> None:
+    if created:
+        shutil.rmtree(parts, ignore_errors=True)
+    lock.release()
+
+
+def _clear(out: Path, parts: Path) -> None:
+    """``--overwrite``: remove ``out`` and everything in ``parts`` but the lock file."""
+    try:
+        if out.exists():
+            out.unlink()
+        for child in parts.iterdir():
+            if child.name == LOCK_NAME:
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    except OSError as exc:
+        raise write_error(exc.filename or out, exc, "remove") from None
