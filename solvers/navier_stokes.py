@@ -454,8 +454,8 @@ class NavierStokesProblem:
         wT_vec, snapshots = self.solver.run(self.solver.from_grid(w0), r.n_steps, self.record_steps)
         wT = self.solver.to_grid(wT_vec)
         if not np.all(np.isfinite(wT)):
-            raise PdegrowError(f"navier_stokes sample {index} blew up (non-finite vorticity): "
-                               f"dt={r.dt} is too large for resolution {r.resolution}")
+            raise PdegrowError(f"navier_stokes: the vorticity blew up (non-finite values): "
+                               f"dt={r.dt} is too large for resolution {r.resolution} and this prior")
         sample = {"targets/vorticity_0": w0}
         clean = wT.ravel()[self.sensor_index] if r.observation == "sensors" else wT
         sigma = r.noise_level * float(np.sqrt(np.mean(wT**2)))
