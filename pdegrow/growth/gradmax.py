@@ -22,6 +22,11 @@ projection these are TINY's α_k, and U_k TINY's ω_k (see ``tests/test_strategi
 **When**: the paper's fixed schedule — ``every`` epochs a growth event of
 ``neurons`` units, ``max_events`` times (round robin over the hidden layers,
 ``layer_choice``); ``every = 0`` grows on plateaus instead. Predicted change 0.
+
+**How many**: at most the numerical rank of G (singular values above
+``rank_tol``·s_max, default max(shape)·machine ε) — beyond it a fan-out U_k
+column would be orthogonal to G and its unit would get no gradient. G has
+rank ≤ the number of training samples, so with few samples this binds.
 """
 
 from __future__ import annotations
@@ -37,10 +42,25 @@ from pdegrow.growth.neurons import NeuronGrowth, activation_at_zero, activation_
 from pdegrow.growth.statistics import shared_statistics
 
 
-def gradmax_fan_out(grad_cross: Tensor, k: int, norm: float) -> Tensor:
-    """Ω = norm · U_k (m × k): the top-k left singular vectors of G = E[∂ℓ/∂z x̃ᵀ], each of norm ``norm``."""
-    u, s, _ = torch.linalg.svd(grad_cross, full_matrices=False)
-    k = min(int(k), int(s.shape[0]))
+def numerical_rank(matrix: Tensor, rel_tol: float | None = None) -> int:
+    """Number of singular values above ``rel_tol``·s_max (default max(shape)·machine ε of the dtype,
+    as ``numpy.linalg.matrix_rank``); 0 for a zero matrix."""
+    s = torch.linalg.svdvals(matrix)
+    if s.numel() == 0 or float(s[0]) == 0.0:
+        return 0
+    tol = rel_tol if rel_tol is not None else max(matrix.shape) * torch.finfo(matrix.dtype).eps
+    return int((s > tol * s[0]).sum())
+
+
+def gradmax_fan_out(grad_cross: Tensor, k: int, norm: float, rel_tol: float | None = None) -> Tensor:
+    """Ω = norm · U_k (m × k): the top-k left singular vectors of G = E[∂ℓ/∂z x̃ᵀ], each of norm ``norm``.
+
+    k is capped at the numerical rank of G (:func:`numerical_rank`): a left
+    singular vector of a zero singular value is orthogonal to every column of G,
+    so a unit with that fan-out would get ∂J/∂α = σ′(0) ωᵀG = 0 — no gradient signal.
+    """
+    u, _, _ = torch.linalg.svd(grad_cross, full_matrices=False)
+    k = min(int(k), numerical_rank(grad_cross, rel_tol))
     return norm * u[:, :k]
 
 
@@ -61,10 +81,12 @@ class GradMaxStrategy(NeuronGrowth):
     name = "gradmax"
 
     def __init__(self, neurons: int = 4, every: int = 50, max_events: int = 10, max_params: int | None = None,
-                 max_width: int | None = None, layer_choice: str = "cycle", scale: float = 1.0):
+                 max_width: int | None = None, layer_choice: str = "cycle", scale: float = 1.0,
+                 rank_tol: float | None = None):
         super().__init__(neurons=neurons, every=every, max_events=max_events, max_params=max_params,
                          max_width=max_width, layer_choice=layer_choice)
         self.scale = float(scale)
+        self.rank_tol = None if rank_tol is None else float(rank_tol)
 
     def setup(self, ctx: GrowthContext) -> None:
         super().setup(ctx)
@@ -82,16 +104,20 @@ class GradMaxStrategy(NeuronGrowth):
         stats = shared_statistics(ctx).layers[key]
         first, second = fan_layers(ctx.model, key)
         g = stats.grad_cross
-        k = min(k, int(min(g.shape)))
+        rank = numerical_rank(g, self.rank_tol)
+        k = min(k, rank)
+        if k < 1:   # G = 0: no fan-out gives a new unit any gradient
+            return None
         col_norm = float(second.weight.detach().double().norm(dim=0).mean())
         norm = self.scale * (col_norm if col_norm > 0 else 1.0)
-        omega = gradmax_fan_out(g, k, norm)
+        omega = gradmax_fan_out(g, k, norm, self.rank_tol)
         slope = activation_slope_at_zero(ctx.model.blocks[key[0]])
         zeros = torch.zeros(k, first.in_features, dtype=torch.float64)
         info: dict[str, Any] = {"gradient_norm": new_weight_gradient_norm(omega, g, slope),
                                 "singular_values": [float(v) for v in torch.linalg.svdvals(g)[: k + 2]],
-                                "fan_out_norm": norm}
+                                "fan_out_norm": norm, "rank": rank}
         return self.widen_proposal(key, zeros, torch.zeros(k, dtype=torch.float64), omega, 0.0, info)
 
 
-__all__ = ["GradMaxStrategy", "fan_in_gradient", "gradmax_fan_out", "new_weight_gradient_norm"]
+__all__ = ["GradMaxStrategy", "fan_in_gradient", "gradmax_fan_out", "new_weight_gradient_norm",
+           "numerical_rank"]

@@ -12,16 +12,23 @@ g_s = −∂ℓ_s/∂z_s (the negative functional gradient of J = (1/n)Σ_s ℓ_
 for the block output this is n times the costate λ_{t+1}). In matrix form
 V_goal = [g_1 … g_n] (m × n), B = [h̃_1 … h̃_n], B_{l−2} = [x̃_1 … x̃_n].
 
-1. **Best update of the existing fan-out weights** (least squares)
-   ΔW* = argmin_ΔW ‖V_goal − ΔW B‖² = V_goal Bᵀ(B Bᵀ)⁻¹ = N_hidᵀ S_hid⁻¹
-   with S_hid = B Bᵀ/n, N_hid = B V_goalᵀ/n (pseudo-inverse on a singular S).
+1. **Best update of the existing fan-out weights** (ridge least squares)
+   ΔW* = argmin_ΔW (1/n)‖V_goal − ΔW B‖² + ρ̄‖ΔW‖² = N_hidᵀ (S_hid + ρ̄ I)⁻¹
+   with S_hid = B Bᵀ/n, N_hid = B V_goalᵀ/n and ρ̄ = ``ridge``·tr(S_hid)/dim
+   (ρ̄ = 0: the paper's unregularised V_goal Bᵀ(B Bᵀ)⁻¹, pseudo-inverse on a
+   singular S). Hidden activations are often nearly collinear (condition
+   numbers 1e4–1e5 measured on the heat problem); there the unregularised ΔW*
+   amplifies the sampling noise of N_hid along the small eigenvectors of
+   S_hid and its norm reaches tens against weights of ≈ 0.5 — the ridge damps
+   exactly those directions (:func:`ridge_shift`).
 2. **What it cannot express**: V_goal_proj = V_goal − ΔW* B, whose cross moment
    with the fan-in input is N = (1/n) B_{l−2} V_goal_projᵀ = N_in − C ΔW*ᵀ, C = E[x̃ h̃ᵀ].
-3. **New neurons**: with S = E[x̃ x̃ᵀ], the SVD S^{-1/2} N = Σ_k λ_k u_k v_kᵀ; neuron k
-   has fan-in α_k = √λ_k S^{-1/2} u_k (weights and bias) and fan-out ω_k = √λ_k v_k,
-   so that Σ_k ω_k α_kᵀ = argmin_{rank K} ‖V_goal_proj − Ω A B_{l−2}‖ (the optimal
-   fix of the bottleneck; invariant under an invertible reparametrisation x̃ → M x̃:
-   α → M^{-T} α, ω unchanged). The bottleneck decreases by Σ_k λ_k² (first-order gain).
+3. **New neurons**: with S = E[x̃ x̃ᵀ] (+ ρ̄ I, the same ridge), the SVD S^{-1/2} N =
+   Σ_k λ_k u_k v_kᵀ; neuron k has fan-in α_k = √λ_k S^{-1/2} u_k (weights and bias) and
+   fan-out ω_k = √λ_k v_k, so that Σ_k ω_k α_kᵀ = argmin_{rank K} (1/n)‖V_goal_proj −
+   Ω A B_{l−2}‖² + ρ̄‖Ω A‖² (the optimal fix of the bottleneck; for ρ̄ = 0 invariant
+   under an invertible reparametrisation x̃ → M x̃: α → M^{-T} α, ω unchanged). The
+   bottleneck decreases by Σ_k λ_k² (first-order gain).
    Neurons: those with λ_k ≥ ``threshold``·λ_1, at most ``neurons``.
 4. **Amplitude** γ ≥ 0: W ← W + γ ΔW*, new neurons √γ α_k, √γ ω_k; to first order
    J(γ) − J(0) = −γ·c with c = tr(ΔW* N_hid) + σ′(0) Σ_k α_kᵀ N_in ω_k
@@ -69,16 +76,27 @@ def psd_power(s: Tensor, power: float, rel_tol: float = 1e-10) -> Tensor:
     return (vecs * powered) @ vecs.T
 
 
+def ridge_shift(s: Tensor, ridge: float) -> Tensor:
+    """S + ρ̄ I with ρ̄ = ``ridge``·tr(S)/dim (a ridge relative to the mean eigenvalue of S)."""
+    if ridge < 0:
+        raise ValueError(f"ridge must be ≥ 0, got {ridge}")
+    if ridge == 0:
+        return s
+    rho = ridge * float(torch.diagonal(s).sum()) / s.shape[0]
+    return s + rho * torch.eye(s.shape[0], dtype=s.dtype, device=s.device)
+
+
 def least_squares_update(b: Tensor, v_goal: Tensor, rel_tol: float = 1e-10) -> Tensor:
     """ΔW* = V_goal Bᵀ (B Bᵀ)⁻¹ from sample matrices B (p × n), V_goal (m × n) (TINY eq. for
     the best update of existing weights; pseudo-inverse when B Bᵀ is singular)."""
     return v_goal @ b.T @ psd_power(b @ b.T, -1.0, rel_tol)
 
 
-def best_update(s_hid: Tensor, n_hid: Tensor, rel_tol: float = 1e-10) -> Tensor:
-    """ΔW* = N_hidᵀ S_hid⁻¹ (m × (h+1)) from the moments S_hid = E[h̃h̃ᵀ], N_hid = E[h̃ gᵀ];
-    identical to :func:`least_squares_update` with S = BBᵀ/n, N = BV_goalᵀ/n."""
-    return n_hid.T @ psd_power(s_hid, -1.0, rel_tol)
+def best_update(s_hid: Tensor, n_hid: Tensor, rel_tol: float = 1e-10, ridge: float = 0.0) -> Tensor:
+    """ΔW* = N_hidᵀ (S_hid + ρ̄ I)⁻¹ (m × (h+1)) from the moments S_hid = E[h̃h̃ᵀ], N_hid = E[h̃ gᵀ],
+    ρ̄ = ``ridge``·tr(S_hid)/dim (:func:`ridge_shift`); for ``ridge`` = 0 identical to
+    :func:`least_squares_update` with S = BBᵀ/n, N = BV_goalᵀ/n."""
+    return n_hid.T @ psd_power(ridge_shift(s_hid, ridge), -1.0, rel_tol)
 
 
 def projected_cross(n_in: Tensor, c_in_hid: Tensor, delta_w: Tensor) -> Tensor:
@@ -101,13 +119,14 @@ class NewNeurons:
 
 
 def new_neurons(s_in: Tensor, n_proj: Tensor, max_neurons: int, threshold: float = 0.0,
-                rel_tol: float = 1e-10) -> NewNeurons:
+                rel_tol: float = 1e-10, ridge: float = 0.0) -> NewNeurons:
     """TINY's optimal new neurons from the SVD of S^{-1/2} N (see the module docstring).
 
     Keeps the k ≤ ``max_neurons`` leading singular triplets with λ_k > ``threshold``·λ_1
     (and λ_k > 0). α_k = √λ_k S^{-1/2} u_k, ω_k = √λ_k v_k; gain = Σ_{kept} λ_k².
+    With ``ridge`` > 0, S is S + ρ̄ I (:func:`ridge_shift`).
     """
-    s_isqrt = psd_power(s_in, -0.5, rel_tol)
+    s_isqrt = psd_power(ridge_shift(s_in, ridge), -0.5, rel_tol)
     u, lam, vh = torch.linalg.svd(s_isqrt @ n_proj, full_matrices=False)
     lam_max = float(lam[0]) if lam.numel() else 0.0
     keep = (lam > threshold * lam_max) & (lam > 1e-300)
@@ -140,12 +159,12 @@ class TinyProposal:
 
 def tiny_layer_proposal(stats: LayerStatistics, max_neurons: int, *, threshold: float = 0.0,
                         update_existing: bool = True, project: bool = True, slope: float = 1.0,
-                        rel_tol: float = 1e-10) -> TinyProposal:
+                        rel_tol: float = 1e-10, ridge: float = 0.0) -> TinyProposal:
     """Steps 1–4 of the module docstring on one layer's statistics."""
-    delta_w = best_update(stats.s_hid, stats.n_hid, rel_tol) if (update_existing or project) else None
+    delta_w = best_update(stats.s_hid, stats.n_hid, rel_tol, ridge) if (update_existing or project) else None
     n_proj = projected_cross(stats.n_in, stats.c_in_hid, delta_w) if project and delta_w is not None \
         else stats.n_in
-    neurons = new_neurons(stats.s_in, n_proj, max_neurons, threshold, rel_tol)
+    neurons = new_neurons(stats.s_in, n_proj, max_neurons, threshold, rel_tol, ridge)
     applied = delta_w if update_existing else None
     coef = first_order_coefficient(applied, stats.n_hid, neurons.alpha, neurons.omega, stats.n_in, slope)
     norm = float(applied.norm()) if applied is not None else 0.0
@@ -203,14 +222,16 @@ def apply_tiny(model: nn.Module, prop: TinyProposal, gamma: float) -> None:
 
 @register_strategy
 class TinyStrategy(NeuronGrowth):
-    """TINY (see the module docstring). ``neurons`` caps the units added per event."""
+    """TINY (see the module docstring). ``neurons`` caps the units added per event; ``ridge``
+    the relative ridge ρ̄/(tr S/dim) of ΔW* and of the new neurons (0: the paper's unregularised
+    least squares)."""
 
     name = "tiny"
 
     def __init__(self, neurons: int = 4, every: int = 0, max_events: int = 10, max_params: int | None = None,
                  max_width: int | None = None, threshold: float = 0.1, update_existing: bool = True,
                  project: bool = True, target_decrease: float = 0.01, line_search_evals: int = 12,
-                 refine_steps: int = 4, min_gain: float = 0.0, rel_tol: float = 1e-10):
+                 refine_steps: int = 4, min_gain: float = 0.0, rel_tol: float = 1e-10, ridge: float = 1e-2):
         super().__init__(neurons=neurons, every=every, max_events=max_events, max_params=max_params,
                          max_width=max_width)
         if not 0.0 <= threshold < 1.0:
@@ -219,6 +240,9 @@ class TinyStrategy(NeuronGrowth):
         self.update_existing, self.project = bool(update_existing), bool(project)
         self.target_decrease, self.line_search_evals = float(target_decrease), int(line_search_evals)
         self.refine_steps, self.min_gain, self.rel_tol = int(refine_steps), float(min_gain), float(rel_tol)
+        if ridge < 0:
+            raise ValueError(f"ridge must be ≥ 0, got {ridge}")
+        self.ridge = float(ridge)
         self._pending: tuple[TinyProposal, float] | None = None
 
     def setup(self, ctx: GrowthContext) -> None:
@@ -240,7 +264,7 @@ class TinyStrategy(NeuronGrowth):
             slope = activation_slope_at_zero(ctx.model.blocks[key[0]])
             out.append(tiny_layer_proposal(stats.layers[key], k, threshold=self.threshold,
                                            update_existing=self.update_existing, project=self.project,
-                                           slope=slope, rel_tol=self.rel_tol))
+                                           slope=slope, rel_tol=self.rel_tol, ridge=self.ridge))
         return out
 
     def propose(self, ctx: GrowthContext) -> GrowthProposal | None:
@@ -269,7 +293,8 @@ class TinyStrategy(NeuronGrowth):
         info: dict[str, Any] = {
             "gamma": ls.eps, "first_order_coefficient": best.coefficient, "gain": best.neurons.gain,
             "lambdas": [float(v) for v in best.neurons.lambdas[: max(best.neurons.k, 1) + 2]],
-            "update_norm": best.update_norm, "line_search_change": ls.loss - ls.loss0,
+            "update_norm": best.update_norm, "applied_update_norm": ls.eps * best.update_norm,
+            "ridge": self.ridge, "line_search_change": ls.loss - ls.loss0,
             "coefficients": {f"{p.key[0]}.{p.key[1]}": p.coefficient for p in props},
             "proposal_s": round(time.perf_counter() - t0, 4)}
         return GrowthProposal("custom", depth=best.key[0], layer=best.key[1], k=best.neurons.k,
@@ -291,4 +316,4 @@ def _keys(ctx: GrowthContext) -> list[LayerKey]:
 
 __all__ = ["AmplitudeProbe", "NewNeurons", "TinyProposal", "TinyStrategy", "apply_tiny", "best_update",
            "first_order_coefficient", "least_squares_update", "new_neurons", "projected_cross", "psd_power",
-           "tiny_layer_proposal"]
+           "ridge_shift", "tiny_layer_proposal"]

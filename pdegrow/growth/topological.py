@@ -51,6 +51,7 @@ __all__ = [
     "ConvFeatureOperator",
     "DenseFeatureOperator",
     "DepthOperator",
+    "EpsilonChoice",
     "InsertedConvBlock",
     "InsertedDenseBlock",
     "LineSearchResult",
@@ -58,13 +59,17 @@ __all__ = [
     "accumulate_depth_operators",
     "admissible_activation",
     "augment",
+    "choose_epsilon",
     "choose_method",
     "collect_depth_operators",
+    "contribution_statistics",
     "conv_patches",
+    "epsilon_bound",
     "form_blocks",
     "line_search_epsilon",
     "predicted_change",
     "rows_from_eigenpairs",
+    "second_order_contributions",
     "states_and_costates",
     "top_eigenpairs",
     "topological_derivatives",
@@ -238,12 +243,16 @@ class DepthOperator:
 
     Subclasses give ``n_blocks`` (output units), ``dim`` (fan-in + 1), ``reference`` (a
     tensor whose dtype and device the operator works in), ``matvec(V, idx)`` =
-    [A_{idx_i} V_i]_i and ``blocks()`` = (n, d, d).
+    [A_{idx_i} V_i]_i and ``blocks()`` = (n, d, d).  ``features`` is the per-sample
+    (states x, costates λ) it was built from (λ carrying J's 1/S), when kept: the
+    feature operators always hold them, stored blocks only with
+    ``accumulate_depth_operators(keep_features=True)``.
     """
 
     n_blocks: int
     dim: int
     reference: Tensor
+    features: tuple[Tensor, Tensor] | None = None
 
     @property
     def dtype(self) -> torch.dtype:
@@ -286,6 +295,7 @@ class DenseFeatureOperator(DepthOperator):
             raise ValueError(f"states {tuple(x.shape)} and costates {tuple(lam.shape)} must be (P, n)")
         self.x_aug = self.reference = augment(x)
         self.lam = lam
+        self.features = (x, lam)
         self.sigma2 = sigma2
         self.n_blocks = lam.shape[1]
         self.dim = self.x_aug.shape[1]
@@ -325,6 +335,7 @@ class ConvFeatureOperator(DepthOperator):
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
         self.x = self.reference = x
         self.lam = lam
+        self.features = (x, lam)
         self.k = kernel_size
         self.sigma2 = sigma2
         self.padding_mode = padding_mode
@@ -514,6 +525,7 @@ def accumulate_depth_operators(
     padding_mode: str = "zeros",
     depths: Sequence[int] | None = None,
     sigma2: float = SIGMA_SECOND_DERIVATIVE,
+    keep_features: bool = False,
 ) -> tuple[list[DepthOperator], float]:
     """Accumulate {A_r} per depth from per-batch (states, batch-mean loss, batch size).
 
@@ -526,7 +538,9 @@ def accumulate_depth_operators(
     (memory S·n per depth) for the matrix-free solver; "auto" picks by
     :func:`choose_method`.  Field states (B, C, H, W) always keep the features
     (conv operator with ``kernel_size``/``padding_mode`` of the inserted
-    block); solve them with either method.  Returns (operators per depth, J).
+    block); solve them with either method.  ``keep_features`` also keeps the
+    per-sample states and costates of "blocks" depths in ``op.features`` (the
+    feature operators hold them anyway).  Returns (operators per depth, J).
     """
     if mode not in ("auto", "blocks", "features"):
         raise ValueError(f"unknown mode {mode!r}: expected 'auto', 'blocks' or 'features'")
@@ -560,6 +574,9 @@ def accumulate_depth_operators(
             if modes[i] == "blocks":
                 a = form_blocks(augment(x), lam, sigma2=sigma2)
                 blocks[i] = a if blocks[i] is None else blocks[i] + a
+                if keep_features:
+                    feats_x[i].append(x)
+                    feats_l[i].append(lam)
             else:
                 feats_x[i].append(x)
                 feats_l[i].append(lam)
@@ -570,7 +587,10 @@ def accumulate_depth_operators(
     ops: list[DepthOperator] = []
     for i, use in enumerate(modes):
         if use == "blocks":
-            ops.append(BlockOperator(blocks[i] / total))
+            op = BlockOperator(blocks[i] / total)
+            if keep_features:
+                op.features = (torch.cat(feats_x[i]), torch.cat(feats_l[i]) / total)
+            ops.append(op)
         else:
             x = torch.cat(feats_x[i])
             lam = torch.cat(feats_l[i]) / total
@@ -640,6 +660,146 @@ def rows_from_eigenpairs(
 def predicted_change(eps: float, coefficient: float) -> float:
     """Second-order prediction J(Ω_ε) − J(Ω₀) ≈ −(ε²/2)·Σ_r λ_r."""
     return -0.5 * eps * eps * coefficient
+
+
+def second_order_contributions(z: Tensor, lam: Tensor, *, sigma2: float = SIGMA_SECOND_DERIVATIVE) -> Tensor:
+    """Per-sample terms c_s of the second-order coefficient C = Σ_r w̃_rᵀ A_r w̃_r = Σ_s c_s.
+
+    With z_s = W̃ x̃_s the inserted block's pre-activation at ε = 1 and λ_s the
+    costate (carrying J's 1/S): c_s = σ″(0) Σ_r λ_{s,r} z_{s,r}², summed over
+    positions too for conv blocks ((S, n, H, W) arrays).  Since A_r = σ″(0) Σ_s
+    λ_{s,r} x̃_s x̃_sᵀ, Σ_s c_s is exactly the coefficient of the predicted
+    change −(ε²/2)·C.  Returns (S,) in float64.
+    """
+    if z.shape != lam.shape:
+        raise ValueError(f"pre-activations {tuple(z.shape)} and costates {tuple(lam.shape)} differ in shape")
+    terms = lam.double() * z.double().pow(2)
+    return terms.reshape(terms.shape[0], -1).sum(1) * sigma2
+
+
+def contribution_statistics(contributions: Tensor) -> tuple[float, float, float]:
+    """(C, its standard error, t = C / SE) from the per-sample terms c_s of C = Σ_s c_s.
+
+    C = mean_s u_s with u_s = S·c_s, so its sampling standard error is
+    std(u, ddof = 1)/√S = √S·std(c).  t ≥ 2 says that the predicted decrease is
+    larger than two standard errors of the sampling noise (t = inf when every
+    sample contributes the same, 0 when C = 0).  The block's rows are chosen
+    on the same samples, so t is optimistic.
+    """
+    c = contributions.double().reshape(-1)
+    s = c.numel()
+    total = float(c.sum())
+    if s < 2:
+        return total, math.inf, math.inf if total > 0 else 0.0
+    se = math.sqrt(s) * float(c.std())
+    if se == 0.0:
+        return total, 0.0, math.inf if total > 0 else (0.0 if total == 0 else -math.inf)
+    return total, se, total / se
+
+
+def epsilon_bound(z: Tensor, max_preactivation: float) -> float:
+    """Largest |ε| with |ε z_{s,r}| ≤ ``max_preactivation`` for every sample, unit and position.
+
+    σ(u) = u²/2 + u³/3 − u⁴/24 + … for σ = 2·SiLU − tanh: the second-order model
+    is accurate while |u| = |ε z| is small (the cubic term is 1/3 of the
+    quadratic one at |u| = 0.5 and 2/3 at |u| = 1); the bound keeps ε where that
+    model can be trusted (inf when z ≡ 0).
+    """
+    zmax = float(z.detach().abs().max()) if z.numel() else 0.0
+    return math.inf if zmax == 0.0 else float(max_preactivation) / zmax
+
+
+@dataclass
+class EpsilonChoice:
+    """ε chosen from the second-order model and checked against the realised change.
+
+    ``predicted`` = −(ε²/2)·C and ``realised`` = J(Ω_ε) − J(Ω₀) at the chosen ε,
+    ``ratio`` = realised/predicted there, ``valid``: the ratio lies in
+    [ratio_min, 1/ratio_min] (the second-order model holds at ε);
+    ``evaluations`` every (ε, J(Ω_ε) − J(Ω₀)) tried; ε = 0 when no ε decreased the loss.
+    """
+
+    eps: float
+    predicted: float
+    realised: float
+    ratio: float
+    valid: bool
+    eps_start: float
+    eps_max: float
+    evaluations: list[tuple[float, float]]
+
+
+def choose_epsilon(
+    loss_at: Callable[[float], float],
+    coefficient: float,
+    *,
+    loss0: float,
+    target_decrease: float,
+    eps_max: float = math.inf,
+    ratio_min: float = 0.5,
+    growth: float = 2.0,
+    max_evals: int = 8,
+) -> EpsilonChoice:
+    """ε of an inserted block from the second-order model J(Ω_ε) − J(Ω₀) ≈ −(ε²/2)·C, checked.
+
+    Start where the model predicts a decrease of ``target_decrease``·|J₀|:
+    ε₀ = min(√(2·target·|J₀|/C), ε_max); try both signs (the second-order term
+    is even in ε, the cubic one is not) and keep the better one.  Then, a
+    trust region on the ratio ρ = realised/predicted: while ρ ∈ [ρ_min, 1/ρ_min]
+    and the loss still decreases, grow ε by ``growth`` (never beyond ε_max);
+    while ρ is outside, shrink ε by ``growth``.  The chosen ε has the lowest
+    loss among the evaluations where the model held (else among those that
+    decreased the loss at all, flagged ``valid = False``; else ε = 0).
+    ≤ ``max_evals`` evaluations of ``loss_at`` (ε = 0 is ``loss0``, not evaluated).
+    """
+    if not (coefficient > 0 and math.isfinite(coefficient)):
+        raise ValueError(f"the second-order coefficient must be positive and finite, got {coefficient}")
+    if not 0.0 < ratio_min < 1.0:
+        raise ValueError(f"ratio_min must be in (0, 1), got {ratio_min}")
+    if not (eps_max > 0):
+        raise ValueError(f"eps_max must be positive, got {eps_max}")
+    eps_start = min(math.sqrt(2.0 * target_decrease * max(abs(loss0), 1e-30) / coefficient), eps_max)
+    evals: list[tuple[float, float]] = []
+
+    def realised(e: float) -> float:
+        v = float(loss_at(e))
+        d = v - loss0 if math.isfinite(v) else math.inf
+        evals.append((e, d))
+        return d
+
+    def ratio(e: float, d: float) -> float:
+        return d / predicted_change(e, coefficient)
+
+    def ok(e: float, d: float) -> bool:
+        r = ratio(e, d)
+        return ratio_min <= r <= 1.0 / ratio_min
+
+    budget = max(2, int(max_evals))
+    d_pos, d_neg = realised(eps_start), realised(-eps_start)
+    sign = 1.0 if d_pos <= d_neg else -1.0
+    e, d = eps_start, min(d_pos, d_neg)
+    budget -= 2
+    if ok(e, d):
+        while budget > 0 and e < eps_max:
+            e2 = min(e * growth, eps_max)
+            d2 = realised(sign * e2)
+            budget -= 1
+            if not (d2 < d and ok(e2, d2)):
+                break
+            e, d = e2, d2
+    else:
+        while budget > 0 and not ok(e, d):
+            e = e / growth
+            d = realised(sign * e)
+            budget -= 1
+    valid = [(x, v) for x, v in evals if v < 0 and ok(abs(x), v)]
+    decreasing = [(x, v) for x, v in evals if v < 0]
+    pool = valid or decreasing
+    if not pool:
+        return EpsilonChoice(0.0, 0.0, 0.0, math.nan, False, eps_start, eps_max, evals)
+    best_e, best_d = min(pool, key=lambda p: p[1])
+    pred = predicted_change(best_e, coefficient)
+    return EpsilonChoice(best_e, pred, best_d, best_d / pred, bool(valid), eps_start, eps_max, evals)
 
 
 @dataclass

@@ -11,16 +11,31 @@ Krishnanunni, Bui-Thanh, Dawson, arXiv 2502.06885; the mathematics is in
   of the blocks A_r at depth t), over every depth 0 … L;
 * **how** — an admissible perceptron block σ(ε(W x + b)), σ = ``silu_tanh``,
   whose rows are the top eigenvectors of the units whose eigenvalue is at
-  least ``fraction`` × the largest (others zero); ε from a line search on
-  the training loss; then ε is folded into W, b (``fold_scale``) so training
-  sees ordinary weights;
+  least ``fraction`` × the largest (others zero); then ε is folded into W, b
+  (``fold_scale``) so training sees ordinary weights;
+* **ε** — from the second-order model ΔJ ≈ −(ε²/2)·C, C = Σ_r λ_r
+  (:func:`~pdegrow.growth.topological.choose_epsilon`): start where it
+  predicts a decrease of ``eps_target_decrease``·J, bound |ε| so that every
+  pre-activation |ε z| ≤ ``max_preactivation`` (where σ is close to its
+  quadratic term), and grow/shrink ε while the realised/predicted ratio stays
+  in [``ratio_min``, 1/``ratio_min``]; at most ``line_search_evals`` loss
+  evaluations, each from the stored states x_t* in large batches
+  (:mod:`pdegrow.growth.stored_states`) — the whole proposal costs one
+  forward + backward pass and a few partial forwards, less than an epoch;
+* **significance** — C = Σ_s c_s is a sum of per-sample terms; the block is
+  inserted only if C ≥ ``min_significance`` standard errors of that sum
+  (:func:`~pdegrow.growth.topological.contribution_statistics`);
 * **stop** — ``max_layers`` insertions, ``max_depth`` blocks, ``max_params``
-  parameters, or a derivative ≤ ``min_derivative`` (no insertion decreases the
-  loss at second order).
+  parameters, a derivative ≤ ``min_derivative`` (no insertion decreases the
+  loss at second order), a decrease that is not significant, or no ε that
+  decreases the loss (a block with ε = 0 would never train: σ′(0) = 0).
 
-Each proposal carries the predicted change −(ε²/2)·Σ_r λ_r; its ``info``
-holds the derivative per depth, t*, ε, the line-search change, the eigen-solver
-used and the proposal's wall time — the trainer logs them with the realised
+Each proposal's ``predicted_change`` is the second-order prediction −(ε²/2)·C
+at the chosen ε; its ``info`` holds beside it the realised change at that ε
+(``realised_change_at_eps``), their ratio and whether it lies in the trusted
+band (``quadratic_valid``), the bound ``eps_max``, the significance ``t`` with
+the standard error, the derivative per depth, t*, the eigen-solver used and
+the proposal's wall and CPU time — the trainer logs them with the realised
 change into ``events.jsonl`` (see :func:`pdegrow.growth.topological_report.plot_topological_history`).
 
 The states/costates come from the trainer's own ``batch_loss`` (forward
@@ -34,20 +49,24 @@ import dataclasses
 import math
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from pdegrow.growth.base import GrowthContext, GrowthProposal, GrowthStrategy, register_strategy
+from pdegrow.growth.stored_states import EVAL_ELEMENTS, large_batches, loss_from_states, split_rows
 from pdegrow.growth.topological import (
     DepthOperator,
-    LineSearchResult,
+    EpsilonChoice,
     ProposedRows,
     accumulate_depth_operators,
-    line_search_epsilon,
-    predicted_change,
+    choose_epsilon,
+    contribution_statistics,
+    epsilon_bound,
     rows_from_eigenpairs,
+    second_order_contributions,
     topological_derivatives,
 )
 
@@ -88,16 +107,25 @@ def model_passes(
 
 
 def model_depth_operators(
-    ctx: GrowthContext, *, mode: str = "auto", kernel_size: int = 3
+    ctx: GrowthContext, *, mode: str = "auto", kernel_size: int = 3, batches: list[Any] | None = None,
+    depths: Sequence[int] | None = None, keep_features: bool = False,
 ) -> tuple[list[DepthOperator], float]:
-    """{A_r} at every depth 0 … L of ``ctx.model`` from one forward + backward over the training set."""
+    """{A_r} at every depth 0 … L (or ``depths``) of ``ctx.model`` from one forward + backward pass.
+
+    ``batches`` (default: the trainer's training batches) may be merged large
+    batches (:func:`~pdegrow.growth.stored_states.large_batches`): J and the
+    costates are the same.  ``keep_features`` keeps every depth's per-sample
+    states and costates in ``op.features``.
+    """
     model = ctx.model
     padding_mode = getattr(model.lift, "padding_mode", "zeros")
     return accumulate_depth_operators(
-        model_passes(model, ctx.train_batches(), ctx.batch_loss),
+        model_passes(model, iter(ctx.train_batches() if batches is None else batches), ctx.batch_loss),
         mode=mode,
         kernel_size=kernel_size,
         padding_mode=padding_mode,
+        depths=depths,
+        keep_features=keep_features,
     )
 
 
@@ -126,25 +154,66 @@ def fold_scale(block: nn.Module) -> None:
         block.scale.fill_(1.0)  # type: ignore[union-attr]
 
 
-def search_block_scale(ctx: GrowthContext, block: nn.Module, depth: int, eps_init: float,
-                       max_evals: int, refine_steps: int) -> LineSearchResult:
-    """Line search on the training loss over the scale ε of ``block`` inserted at ``depth``.
+def block_preactivations(block: nn.Module, x: Tensor) -> Tensor:
+    """z = W x̃ of the block's layer at scale 1 (vectors (S, n), fields (S, C, H, W))."""
+    with torch.no_grad():
+        return block.last_layer()(x)  # type: ignore[operator]
 
-    The block is inserted only while the loss is evaluated; on return it holds the found ε.
+
+@dataclass
+class BlockSearch:
+    """A block's second-order coefficient, its significance and the ε chosen for it at one depth."""
+
+    coefficient: float
+    standard_error: float
+    significance: float
+    choice: EpsilonChoice | None      # None when the coefficient is not positive
+
+
+def search_block_epsilon(
+    ctx: GrowthContext, block: nn.Module, depth: int, batches: list[Any], features: tuple[Tensor, Tensor], *,
+    loss0: float, target_decrease: float, max_preactivation: float, ratio_min: float, max_evals: int,
+) -> BlockSearch:
+    """C = Σ_s c_s of ``block``'s rows at ``depth`` from the stored (x_t, λ_t), and ε by
+    :func:`~pdegrow.growth.topological.choose_epsilon`, each loss evaluated from the stored x_t.
+
+    On return the block holds the chosen ε (0 when none decreases the loss or C ≤ 0).
     """
-    model = ctx.model
-    model.insert_block(depth, block)
-    try:
+    x, lam = features
+    z = block_preactivations(block, x)
+    coef, se, t = contribution_statistics(second_order_contributions(z, lam))
+    choice = None
+    if coef > 0 and math.isfinite(coef):
+        states = split_rows(x, batches)
+        eps_max = epsilon_bound(z, max_preactivation)
+
         def loss_at(eps: float) -> float:
             block.scale.fill_(eps)  # type: ignore[union-attr]
-            return float(ctx.train_loss())
+            return loss_from_states(ctx, depth, batches, states, block)
 
-        ls = line_search_epsilon(loss_at, eps_init=eps_init, max_evals=max_evals, refine_steps=refine_steps)
-    finally:
-        del model.blocks[depth]
+        choice = choose_epsilon(loss_at, coef, loss0=loss0, target_decrease=target_decrease, eps_max=eps_max,
+                                ratio_min=ratio_min, max_evals=max_evals)
     with torch.no_grad():
-        block.scale.fill_(ls.eps)  # type: ignore[union-attr]
-    return ls
+        block.scale.fill_(choice.eps if choice is not None else 0.0)  # type: ignore[union-attr]
+    return BlockSearch(coef, se, t, choice)
+
+
+def search_info(search: BlockSearch) -> dict[str, Any]:
+    """The ``info`` entries of an insertion: which change is predicted, which realised, and how sure."""
+    c = search.choice
+    out: dict[str, Any] = {"coefficient": search.coefficient, "coefficient_se": search.standard_error,
+                           "significance": search.significance}
+    if c is not None:
+        out.update({
+            "eps": c.eps, "eps_start": c.eps_start, "eps_max": c.eps_max,
+            "predicted_change": c.predicted,            # −(ε²/2)·C at the chosen ε (second order)
+            "realised_change_at_eps": c.realised,       # J(Ω_ε) − J(Ω₀) at the chosen ε
+            "line_search_change": c.realised,
+            "ratio": c.ratio, "quadratic_valid": c.valid,
+            "line_search_evals": len(c.evaluations),
+            "eps_trials": [[e, d] for e, d in c.evaluations],
+        })
+    return out
 
 
 @register_strategy
@@ -169,8 +238,11 @@ class TopologicalInsertion(GrowthStrategy):
         tol: float | None = None,
         kernel_size: int = 3,
         eps_target_decrease: float = 0.01,
-        line_search_evals: int = 16,
-        refine_steps: int = 4,
+        max_preactivation: float = 1.0,
+        ratio_min: float = 0.5,
+        min_significance: float = 2.0,
+        line_search_evals: int = 8,
+        eval_elements: int = EVAL_ELEMENTS,
         fold: bool = True,
         freeze_old: bool = False,
     ):
@@ -180,12 +252,19 @@ class TopologicalInsertion(GrowthStrategy):
             raise ValueError(f"method must be 'auto', 'dense' or 'lanczos', got {method!r}")
         if not 0.0 <= fraction <= 1.0:
             raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+        if not 0.0 < ratio_min < 1.0:
+            raise ValueError(f"ratio_min must be in (0, 1), got {ratio_min}")
+        if not (eps_target_decrease > 0 and max_preactivation > 0 and line_search_evals >= 2):
+            raise ValueError("eps_target_decrease and max_preactivation must be positive, "
+                             "line_search_evals ≥ 2")
         self.trigger, self.threshold, self.check_every = trigger, float(threshold), int(check_every)
         self.max_layers, self.max_depth, self.max_params = int(max_layers), max_depth, max_params
         self.min_derivative, self.fraction, self.top_only = float(min_derivative), float(fraction), top_only
         self.method, self.mode, self.tol, self.kernel_size = method, mode, tol, int(kernel_size)
         self.eps_target_decrease = float(eps_target_decrease)
-        self.line_search_evals, self.refine_steps = int(line_search_evals), int(refine_steps)
+        self.max_preactivation = float(max_preactivation)
+        self.ratio_min, self.min_significance = float(ratio_min), float(min_significance)
+        self.line_search_evals, self.eval_elements = int(line_search_evals), int(eval_elements)
         self.fold, self.freeze_old = bool(fold), bool(freeze_old)
         self.inserted = 0
         self.history: list[dict[str, Any]] = []  # derivative per depth at every evaluation
@@ -221,54 +300,70 @@ class TopologicalInsertion(GrowthStrategy):
 
     # ------------------------------------------------------------------ where and how
 
-    def _derivatives(self, ctx: GrowthContext) -> tuple[Tensor, list[Any], list[DepthOperator], float]:
-        ops, j0 = model_depth_operators(ctx, mode=self.mode, kernel_size=self.kernel_size)
+    def _derivatives(self, ctx: GrowthContext, batches: list[Any] | None = None, keep_features: bool = False
+                     ) -> tuple[Tensor, list[Any], list[DepthOperator], float]:
+        if batches is None:
+            batches = large_batches(ctx, self.eval_elements)
+        ops, j0 = model_depth_operators(ctx, mode=self.mode, kernel_size=self.kernel_size, batches=batches,
+                                        keep_features=keep_features)
         derivs, pairs = topological_derivatives(ops, method=self.method, tol=self.tol)
         return derivs, pairs, ops, j0
 
-    def _record(self, ctx: GrowthContext, derivs: Tensor, j0: float, grew: bool) -> None:
+    def _record(self, ctx: GrowthContext, derivs: Tensor, j0: float, grew: bool, **extra: Any) -> None:
         self.history.append({"epoch": ctx.state.epoch, "phase": ctx.state.phase, "train_loss": j0,
-                             "derivative": [float(d) for d in derivs], "grew": grew})
+                             "derivative": [float(d) for d in derivs], "grew": grew, **extra})
+
+    def _search(self, ctx: GrowthContext, block: nn.Module, depth: int, batches: list[Any],
+                features: tuple[Tensor, Tensor], j0: float) -> BlockSearch:
+        return search_block_epsilon(ctx, block, depth, batches, features, loss0=j0,
+                                    target_decrease=self.eps_target_decrease,
+                                    max_preactivation=self.max_preactivation, ratio_min=self.ratio_min,
+                                    max_evals=self.line_search_evals)
 
     def propose(self, ctx: GrowthContext) -> GrowthProposal | None:
         if not self._budget_left(ctx):
             return None
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         model = ctx.model
-        derivs, pairs, _ops, j0 = self._derivatives(ctx)
+        batches = large_batches(ctx, self.eval_elements)
+        derivs, pairs, ops, j0 = self._derivatives(ctx, batches, keep_features=True)
         t_star = int(derivs.argmax())
         lam_max = float(derivs[t_star])
         if not lam_max > self.min_derivative:
-            self._record(ctx, derivs, j0, grew=False)
+            self._record(ctx, derivs, j0, grew=False, reason="derivative")
             return None
         rows = rows_from_eigenpairs(pairs[t_star], fraction=self.fraction, top_only=self.top_only)
         t_solve = time.perf_counter() - t0
         block = admissible_block(model, rows, 0.0, self.kernel_size)
-        eps0 = math.sqrt(2.0 * self.eps_target_decrease * max(abs(j0), 1e-30) / rows.coefficient)
-        ls = search_block_scale(ctx, block, t_star, eps0, self.line_search_evals, self.refine_steps)
-        if ls.eps == 0.0:
-            self._record(ctx, derivs, j0, grew=False)
-            return None
-        if self.fold:
-            fold_scale(block)
-        self._record(ctx, derivs, j0, grew=True)
-        pred = predicted_change(ls.eps, rows.coefficient)
-        info = {
+        features = ops[t_star].features
+        if features is None:
+            raise RuntimeError("the derivative pass kept no states at the chosen depth")
+        search = self._search(ctx, block, t_star, batches, features, j0)
+        info: dict[str, Any] = {
             "derivative": [float(d) for d in derivs],
             "t_star": t_star,
             "lambda_max": lam_max,
-            "coefficient": rows.coefficient,
+            "eigenvalue_sum": rows.coefficient,
             "n_rows": int(rows.mask.sum()),
-            "eps": ls.eps,
-            "predicted_change": pred,
-            "line_search_change": ls.loss - ls.loss0,
-            "line_search_evals": len(ls.evaluations),
+            **search_info(search),
             "eigen_method": pairs[t_star].method,
             "eigen_iterations": [int(p.iterations) for p in pairs],
             "solve_s": round(t_solve, 4),
-            "proposal_s": round(time.perf_counter() - t0, 4),
         }
-        return GrowthProposal("insert", depth=t_star, block=block, predicted_change=pred, info=info)
+        if search.significance < self.min_significance:
+            self._record(ctx, derivs, j0, grew=False, reason="not significant",
+                         significance=search.significance)
+            return None
+        if search.choice is None or search.choice.eps == 0.0:
+            self._record(ctx, derivs, j0, grew=False, reason="no decreasing epsilon")
+            return None
+        if self.fold:
+            fold_scale(block)
+        self._record(ctx, derivs, j0, grew=True, significance=search.significance)
+        info["proposal_s"] = round(time.perf_counter() - t0, 4)
+        info["proposal_cpu_s"] = round(time.process_time() - c0, 4)
+        return GrowthProposal("insert", depth=t_star, block=block, predicted_change=search.choice.predicted,
+                              info=info)
 
     def after_growth(self, ctx: GrowthContext, event: Any) -> None:
         self.inserted += 1
