@@ -196,6 +196,9 @@ def write_report(run_dir: str | Path, data_path: str | None = None, out: str | P
                              f"{s.get('rel_error_field', float('nan')):.4f} |")
     if events:
         lines += ["", "## Growth events", "",
+                  "predicted Δ: the strategy's own prediction of the change of the training loss "
+                  "(topological and random insertion: the second-order −(ε²/2)·C at the chosen ε); "
+                  "realised Δ: the training loss measured just after the change minus just before.", "",
                   "| # | epoch | action | where | predicted Δ | realised Δ | params |",
                   "|---|---|---|---|---|---|---|"]
         for i, e in enumerate(events):
@@ -215,15 +218,31 @@ def _topological_lines(events: list[dict[str, Any]]) -> list[str]:
     if not rows:
         return []
     lines = ["", "## Topological derivative", "",
-             "Figure `topological_derivative.png`: predicted −(ε²/2)·Σλ_r vs realised change, and the "
+             "Figure `topological_derivative.png`: predicted vs realised change, and the "
              "derivative max_r λ_max(A_r) at every depth (★ = chosen t*).", "",
-             "| # | epoch | t* | derivative at t* | max over depths |", "|---|---|---|---|---|"]
+             "*predicted* = −(ε²/2)·C, the second-order model at the chosen ε (C = Σ_r λ_r of the "
+             "inserted rows); |ε| ≤ ε_max, the largest scale at which every pre-activation |εz| stays "
+             "≤ `max_preactivation` (default 1), and ε is kept where realised/predicted stays within "
+             "[½, 2] (*valid*). *realised* = J(Ω_ε) − J(Ω₀) "
+             "at that ε, measured on the training loss. t = C / (standard error of its per-sample "
+             "terms): how far the predicted decrease stands above its sampling noise.", "",
+             "| # | epoch | t* | derivative at t* | max over depths | ε | ε_max | t | predicted | "
+             "realised | ratio | valid |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def num(v: Any) -> str:
+        return f"{float(v):.3g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "—"
+
     for i, e in enumerate(rows):
-        d = [float(v) for v in e["info"]["derivative"]]
-        t = e["info"].get("t_star")
+        info = e["info"]
+        d = [float(v) for v in info["derivative"]]
+        t = info.get("t_star")
         at = f"{d[t]:.3g}" if isinstance(t, int) and 0 <= t < len(d) else "—"
+        valid = {True: "yes", False: "no"}.get(info.get("quadratic_valid"), "—")
         lines.append(f"| {i + 1} | {e.get('epoch')} | {t if t is not None else '—'} | {at} | "
-                     f"{max(d) if d else float('nan'):.3g} |")
+                     f"{max(d) if d else float('nan'):.3g} | {num(info.get('eps'))} | "
+                     f"{num(info.get('eps_max'))} | {num(info.get('significance'))} | "
+                     f"{num(e.get('predicted_change'))} | {num(e.get('realised_change'))} | "
+                     f"{num(info.get('ratio'))} | {valid} |")
     return lines
 
 

@@ -4,8 +4,12 @@ Reads the growth events a run logged (``events.jsonl``: each topological
 insertion carries ``predicted_change``, ``realised_change`` and
 ``info.derivative`` = [λ_max at depth 0 … L]) and draws
 
-1. predicted −(ε²/2)·Σλ_r against the realised change of the training loss,
-   one point per event, with the line y = x;
+1. the predicted change against the realised change of the training loss,
+   one point per event, with the line y = x. *Predicted* is the second-order
+   model −(ε²/2)·C at the chosen ε (C = Σ_r λ_r of the inserted rows), which
+   the strategy only logs where it was checked (ε bounded, realised/predicted
+   within [½, 2] during the ε search: hollow markers where it was not);
+   *realised* is J after − J before, measured by the trainer;
 2. the topological derivative against the depth, one curve per event
    (coloured by epoch), the chosen depth t* marked.
 """
@@ -45,16 +49,19 @@ def plot_topological_history(events: Sequence[dict[str, Any]] | str | Path, out:
     pred = [float(e.get("predicted_change") or 0.0) for e in evs]
     real = [float(e.get("realised_change", e.get("loss_after", 0.0) - e.get("loss_before", 0.0)))
             for e in evs]
-    ax1.scatter(pred, real, c=range(len(evs)), cmap="viridis", zorder=3)
+    valid = [e["info"].get("quadratic_valid", True) is not False for e in evs]
+    cmap = plt.get_cmap("viridis")
+    colors = [cmap(i / max(1, len(evs) - 1)) for i in range(len(evs))]
     for i, (p, r) in enumerate(zip(pred, real, strict=True)):
-        ax1.annotate(str(i + 1), (p, r), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax1.scatter([p], [r], color=colors[i] if valid[i] else "none", edgecolors=colors[i], zorder=3)
+        ratio = r / p if p else float("nan")
+        ax1.annotate(f"{i + 1} ({ratio:.2f})", (p, r), textcoords="offset points", xytext=(4, 4), fontsize=8)
     lo = min(min(pred), min(real), 0.0)
     ax1.plot([lo, 0.0], [lo, 0.0], "k--", lw=0.8, label="realised = predicted")
-    ax1.set_xlabel("predicted change  −(ε²/2) Σ λ_r")
-    ax1.set_ylabel("realised change of the training loss")
-    ax1.set_title("growth events")
+    ax1.set_xlabel("predicted  −(ε²/2)·C  at the chosen ε (second order)")
+    ax1.set_ylabel("realised  J after − J before")
+    ax1.set_title("growth events (realised/predicted)")
     ax1.legend(fontsize=8)
-    cmap = plt.get_cmap("viridis")
     for i, e in enumerate(evs):
         d = e["info"]["derivative"]
         color = cmap(i / max(1, len(evs) - 1))
