@@ -234,3 +234,30 @@ def test_classification_trains_with_growth(tmp_path: Path) -> None:
     with pytest.raises(PdegrowError, match="holds the 'classification' problem"):
         bad = build_config({**cfg.to_dict(), "data": {**cfg.to_dict()["data"], "problem": "regression"}}, "t")
         train(bad, data, tmp_path / "run2")
+
+
+def test_boston_shaped_regression_reports_the_test_mse(tmp_path: Path) -> None:
+    """A Boston-shaped table (13 features → 1 target in k$), grown by layerwise + SRL: the summary's
+    ``mse_target`` is the mean squared error of the predictions in the target's own units."""
+    from pdegrow.training.evaluate import load_eval_data, load_trained, predict
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(160, 13)) * rng.uniform(0.5, 50, size=13)
+    y = 22 + 3 * np.tanh(x[:, 5] / 10) - 0.2 * x[:, 12] + rng.normal(size=160)
+    data = write_table(Table("boston", "regression", x, y[:, None]), tmp_path / "b.h5")
+    cfg = build_config({
+        "run": {"seed": 0, "device": "cpu", "progress": False},
+        "data": {"problem": "regression", "input": "inputs/features", "target": "targets/value",
+                 "aux": [], "n_train": 100, "n_val": 20, "n_test": 40},
+        "model": {"width": 8, "depth": 1, "block": "mlp", "hidden": [4]},
+        "optim": {"lr": 1e-2, "batch_size": 50},
+        "train": {"max_epochs": 30, "phase_epochs": 10, "patience": 5, "loss": "mse"},
+        "growth": {"strategy": "layerwise", "max_layers": 1},
+    }, "test")
+    summary = train(cfg, data, tmp_path / "run")
+    run = load_trained(tmp_path / "run")
+    test = load_eval_data(run, str(data), "test")
+    pred = predict(run, test["inputs"])
+    assert pred.shape == test["targets"].shape == (40, 1)
+    mse = float(np.mean((pred.astype(np.float64) - test["targets"]) ** 2))
+    assert summary["test"]["mse_target"] == pytest.approx(mse, rel=1e-4)

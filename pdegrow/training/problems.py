@@ -62,7 +62,8 @@ def recovered_field(pred_phys: torch.Tensor, data: DataBundle, ops: HeatOperator
 
 def batch_metrics(pred_phys: torch.Tensor, target_phys: torch.Tensor, batch: Any, data: DataBundle,
                   ops: HeatOperators | None) -> dict[str, torch.Tensor]:
-    """Per-sample metrics (each (B,)): relative error of the target, and for heat of the
+    """Per-sample metrics (each (B,)): relative error of the target (regression also its squared
+    error ``mse_target``, classification ``error_rate``), and for heat of the
     log-conductivity field m (``rel_error_field``, Euclidean over nodes; ``…_l2``, lumped-mass L²)
     and of the conductivity e^m (``rel_error_conductivity``)."""
     b = pred_phys.shape[0]
@@ -70,6 +71,8 @@ def batch_metrics(pred_phys: torch.Tensor, target_phys: torch.Tensor, batch: Any
     out = {"rel_error_target": (p - t).norm(dim=1) / t.norm(dim=1).clamp_min(1e-30)}
     if data.cfg.problem == "classification":  # one-hot targets: misclassified samples
         out["error_rate"] = (p.argmax(1) != t.argmax(1)).to(p.dtype)
+    if data.cfg.problem == "regression":      # squared error in the target's units (mean: the test MSE)
+        out["mse_target"] = (p - t).pow(2).mean(1)
     m = recovered_field(pred_phys, data, ops)
     if m is not None and FIELD in batch.aux:
         m_true = batch.aux[FIELD].to(m.dtype)
