@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -93,3 +95,100 @@ def test_mpi_lock_broadcasts_the_outcome(tmp_path):
         with mpi_lock(_FakeComm(1, None), path, "out") as other:
             assert other is None
     assert not path.exists()
+
+
+# ------------------------------------------------------------------ train and compare take the lock
+
+TINY = """
+[run]
+seed = 0
+progress = false
+threads = 1
+[data]
+n_train = 30
+n_val = 10
+n_test = 10
+[model]
+width = 8
+[optim]
+batch_size = 30
+[train]
+max_epochs = {epochs}
+patience = 100000
+phase_epochs = 100000
+[growth]
+strategy = "fixed"
+"""
+
+
+def _files(run):
+    return {p.name: p.read_bytes() for p in sorted(run.iterdir()) if p.is_file()}
+
+
+def test_second_train_on_a_running_run_is_refused(tmp_path, heat_paper_file, capsys):
+    from conftest import PDEGROW, ROOT
+
+    from pdegrow.cli import main
+
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(TINY.format(epochs=600))
+    run = tmp_path / "run"
+    first = subprocess.Popen([*PDEGROW, "train", "--config", str(cfg), "--data", str(heat_paper_file),
+                              "--out", str(run), "--no-progress"], cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        while first.poll() is None and not (run / "metrics.jsonl").is_file():
+            time.sleep(0.01)
+        assert first.poll() is None, first.communicate()
+        capsys.readouterr()
+        for extra in (["--resume"], ["--config", str(cfg), "--data", str(heat_paper_file), "--overwrite"]):
+            assert main(["train", "--out", str(run), "--no-progress", *extra]) == 2
+            err = capsys.readouterr().err.strip()
+            assert f"run directory {run} is in use by process {first.pid}" in err and "\n" not in err
+    finally:
+        out, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err
+    epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == list(range(1, 601))
+    assert json.loads((run / "run.json").read_text())["status"] == "finished"
+    assert not (run / LOCK_NAME).exists()
+
+
+def test_train_and_compare_refused_while_locked(tmp_path, heat_paper_file, capsys):
+    from pdegrow.cli import main
+
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(TINY.format(epochs=2))
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(cfg), "--data", str(heat_paper_file), "--out", str(run),
+                 "--no-progress"]) == 0
+    before = _files(run)
+    with locked(run, f"run directory {run}"):
+        capsys.readouterr()
+        assert main(["train", "--out", str(run), "--resume", "--no-progress"]) == 2
+        assert f"is in use by process {os.getpid()}" in capsys.readouterr().err
+        assert main(["train", "--config", str(cfg), "--data", str(heat_paper_file), "--out", str(run),
+                     "--overwrite", "--no-progress"]) == 2
+        assert f"is in use by process {os.getpid()}" in capsys.readouterr().err
+    assert _files(run) == before  # the holder's files untouched
+    cmp = tmp_path / "cmp.toml"
+    cmp.write_text(f"""
+[compare]
+seeds = [0]
+strategies = ["fixed"]
+[base.train]
+max_epochs = 2
+[base.data]
+n_train = 30
+n_val = 10
+[dataset.heat]
+path = "{heat_paper_file}"
+""")
+    out = tmp_path / "cmp"
+    out.mkdir()
+    with locked(out, f"comparison {out}"):
+        assert main(["compare", "--config", str(cmp), "--out", str(out), "--quiet", "--no-figures"]) == 2
+        assert f"is in use by process {os.getpid()}" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == []
+    assert main(["compare", "--config", str(cmp), "--out", str(out), "--quiet", "--no-figures"]) == 0
+    assert (out / "table.md").is_file() and not (out / LOCK_NAME).exists()

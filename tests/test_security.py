@@ -128,3 +128,42 @@ def test_tensorfile_round_trip_is_exact_and_refuses_damage(tmp_path):
     (n,) = struct.unpack("<Q", raw[:8])
     with pytest.raises(PdegrowError, match="damaged header"):
         tensorfile.from_bytes(raw[:8] + b"{" * n + raw[8 + n:], "f")
+
+
+@pytest.mark.parametrize("field", ["dataset", "strategy_table", "strategy_list"])
+def test_compare_names_never_leave_out(tmp_path, heat_paper_file, capsys, field):
+    evil = "../../../escaped"
+    dataset = evil if field == "dataset" else "heat"
+    strategy = {"dataset": "fixed", "strategy_table": evil, "strategy_list": evil}[field]
+    table = f'[strategy."{strategy}"]\nstrategy = "fixed"\n' if field == "strategy_table" else ""
+    cfg = tmp_path / "a" / "b" / "c" / "cmp.toml"
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text(f"""
+[compare]
+seeds = [0]
+strategies = ["{strategy}"]
+[base.train]
+max_epochs = 2
+[base.data]
+n_train = 30
+n_val = 10
+[dataset."{dataset}"]
+path = "{heat_paper_file}"
+{table}""")
+    out = tmp_path / "a" / "b" / "c" / "out"
+    assert main(["compare", "--config", str(cfg), "--out", str(out), "--quiet", "--no-figures"]) == 2
+    err = _one_line_error(capsys)
+    assert f"name {evil!r} cannot be a directory name" in err
+    assert not out.exists()
+    assert not list(tmp_path.rglob("escaped")) and not list(tmp_path.rglob("seed-0"))
+
+
+def test_run_spec_refuses_a_path_name(tmp_path):
+    from pdegrow.comparison.config import RunSpec
+
+    with pytest.raises(PdegrowError, match="cannot be a directory name"):
+        RunSpec("..", "fixed", 0, "x.h5", {}).run_dir(tmp_path)
+    with pytest.raises(PdegrowError, match="cannot be a directory name"):
+        RunSpec("heat", "a/b", 0, "x.h5", {}).run_dir(tmp_path)
+    assert RunSpec("heat-paper", "fixed-same-budget", 3, "x.h5", {}).run_dir(tmp_path) == \
+        tmp_path / "runs" / "heat-paper" / "fixed-same-budget" / "seed-3"

@@ -34,6 +34,7 @@ an unknown strategy, option or key fails before any training.
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,23 @@ class RunSpec:
         return f"{self.dataset}/{self.strategy}/seed-{self.seed}"
 
     def run_dir(self, out: Path) -> Path:
-        return out / "runs" / self.dataset / self.strategy / f"seed-{self.seed}"
+        """``out/runs/DATASET/STRATEGY/seed-K``; the names were checked by :func:`check_name`."""
+        for kind, name in (("data set", self.dataset), ("strategy", self.strategy)):
+            check_name(name, kind)
+        return out / "runs" / self.dataset / self.strategy / f"seed-{int(self.seed)}"
+
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,99}")
+
+
+def check_name(name: object, kind: str, source: str = "") -> str:
+    """A data set or strategy label that becomes a directory name: letters, digits, ``_ . + -``,
+    not starting with ``.`` or ``-``, at most 100 characters — so no path ever leaves ``--out``."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        where = f"{source}: " if source else ""
+        raise PdegrowError(f"{where}{kind} name {name!r} cannot be a directory name (use letters, digits, "
+                           f"'_', '.', '+', '-'; not starting with '.' or '-')")
+    return name
 
 
 @dataclass
@@ -123,6 +140,7 @@ def parse_compare_config(values: dict[str, Any], source: str,
     names = comp.get("datasets", list(dsets))
     _check(isinstance(names, list) and names, f"{source} [compare]: datasets must be a non-empty list")
     for d in names:
+        check_name(d, "data set", f"{source} [compare]")
         _check(d in dsets, f"{source} [compare]: data set {d!r} has no [dataset.{d}] table "
                            f"(defined: {', '.join(dsets)})")
     strat_tables = values.get("strategy", {})
@@ -132,7 +150,11 @@ def parse_compare_config(values: dict[str, Any], source: str,
            f"{source} [compare]: strategies must be a non-empty list of names")
     _check(len(set(strategies)) == len(strategies), f"{source} [compare]: strategies repeat")
     for s in strat_tables:
-        _check("/" not in s and s not in (".", ".."), f"{source}: bad strategy label {s!r}")
+        check_name(s, "strategy", source)
+    for s in strategies:
+        check_name(s, "strategy", source)
+    for d in dsets:
+        check_name(d, "data set", source)
 
     overrides = dict(data_overrides or {})
     bad_o = sorted(set(overrides) - set(names))

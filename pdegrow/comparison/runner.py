@@ -1,7 +1,9 @@
 """Run a comparison: every (data set, strategy, seed) through the one trainer, spread over MPI ranks.
 
-* Rank 0 reads and validates the config and the data files and broadcasts the
-  plan (a bad config stops every rank with the same one-line error).
+* Rank 0 reads and validates the config and the data files, takes the exclusive
+  lock of ``--out`` (:mod:`pdegrow.locks`; a second comparison on it is refused
+  with "… is in use by process N") and broadcasts the plan (a bad config or a
+  busy ``--out`` stops every rank with the same one-line error).
 * Runs not yet finished are dealt round robin over the ranks (pending[r::size]);
   each rank trains its runs one after the other with ``torch`` limited to
   ``threads`` threads, on the GPU ``local_rank % n_gpus`` when CUDA is present
@@ -30,6 +32,7 @@ from typing import Any
 
 from pdegrow.comparison.config import CompareConfig, RunSpec, check_data_files, load_compare_config
 from pdegrow.errors import PdegrowError
+from pdegrow.locks import LOCK_NAME, DirectoryLock
 
 RESULT_FILE = "result.json"
 
@@ -111,7 +114,7 @@ def training_wall_time(run_dir: Path) -> float:
 def execute_run(spec: RunSpec, out: Path, device: str) -> dict[str, Any]:
     """Train one run (fresh, restarted or resumed) and write its ``result.json``; returns it."""
     from pdegrow.training.config import build_config
-    from pdegrow.training.runlog import RUN_FILE, atomic_write_text
+    from pdegrow.training.runlog import RUN_FILE, atomic_write_text, read_run
     from pdegrow.training.trainer import train
 
     run_dir = spec.run_dir(out)
@@ -119,6 +122,8 @@ def execute_run(spec: RunSpec, out: Path, device: str) -> dict[str, Any]:
     cfg_dict["run"]["device"] = device
     cfg = build_config(cfg_dict, spec.run_id)
     resume = (run_dir / RUN_FILE).is_file() and (run_dir / "checkpoint.pt").is_file()
+    if resume and read_run(run_dir).get("status") == "failed":
+        resume = False  # failed on bad data or settings: start it again
     if resume:
         saved = json.loads((run_dir / "config.json").read_text())
         saved_cmp = {**saved, "run": {**saved["run"], "device": spec.config["run"]["device"]}}
@@ -150,20 +155,37 @@ class CompareSummary:
     outputs: list[Path] = field(default_factory=list)
 
 
+def make_output_dir(out: Path) -> None:
+    """Create ``--out`` (and its parents); one line naming the path and the cause if it cannot be."""
+    if out.exists() and not out.is_dir():
+        raise PdegrowError(f"--out {out} is a file, not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PdegrowError(f"cannot create the output directory {out} ({exc.strerror or exc})") from None
+
+
 def _plan(config_path: str, out: Path, data_overrides: dict[str, str] | None
-          ) -> tuple[CompareConfig, list[int]]:
+          ) -> tuple[tuple[CompareConfig, list[int]], DirectoryLock]:
+    """(the config and the pending runs, the lock of ``out``, held by the caller until the end)."""
     cfg = load_compare_config(config_path, data_overrides)
     check_data_files(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    pending = []
-    for i, spec in enumerate(cfg.runs):
-        res = read_result(spec.run_dir(out))
-        if res is None:
-            pending.append(i)
-        elif res.get("config") != spec.config:
-            raise PdegrowError(f"{spec.run_dir(out)} was made with another config; "
-                               f"remove it or use another --out")
-    return cfg, pending
+    make_output_dir(out)
+    lock = DirectoryLock(out / LOCK_NAME, f"comparison {out}")
+    lock.acquire()
+    try:
+        pending = []
+        for i, spec in enumerate(cfg.runs):
+            res = read_result(spec.run_dir(out))
+            if res is None:
+                pending.append(i)
+            elif res.get("config") != spec.config:
+                raise PdegrowError(f"{spec.run_dir(out)} was made with another config; "
+                                   f"remove it or use another --out")
+    except BaseException:
+        lock.release()
+        raise
+    return (cfg, pending), lock
 
 
 def run_comparison(config_path: str | Path, out: str | Path, *, data_overrides: dict[str, str] | None = None,
@@ -176,7 +198,6 @@ def run_comparison(config_path: str | Path, out: str | Path, *, data_overrides: 
     Raises :class:`PdegrowError` for a bad config or data file (on every rank), and on
     rank 0 after writing the table when a run failed.
     """
-    import torch
 
     comm = world_comm() if comm is None else comm
     out = Path(out).resolve() if comm.rank == 0 else Path(out)
@@ -184,9 +205,10 @@ def run_comparison(config_path: str | Path, out: str | Path, *, data_overrides: 
     plan: Any = None
     error: str | None = None
     bug: BaseException | None = None
+    lock: DirectoryLock | None = None   # rank 0 holds the lock of --out until the end
     if comm.rank == 0:
         try:
-            plan = _plan(str(config_path), out, data_overrides)
+            plan, lock = _plan(str(config_path), out, data_overrides)
         except PdegrowError as exc:
             error = str(exc)
         except Exception as exc:  # not the user's: every rank stops, rank 0 with the traceback
@@ -198,6 +220,17 @@ def run_comparison(config_path: str | Path, out: str | Path, *, data_overrides: 
         if error.startswith("internal error on rank 0"):
             raise RuntimeError(error)
         raise PdegrowError(error)
+    try:
+        return _run_plan(plan, out, comm, figures, on_event)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_plan(plan: tuple[CompareConfig, list[int]], out: Path, comm: Any, figures: bool,
+              on_event: Callable[[str, dict[str, Any]], None] | None) -> CompareSummary:
+    import torch
+
     cfg, pending = plan
     mine = pending[comm.rank :: comm.size]
     torch.set_num_threads(cfg.threads)

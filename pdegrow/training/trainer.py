@@ -25,7 +25,6 @@ import logging
 import random
 import time
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +47,9 @@ from pdegrow.regularizers.kit import RegularizerKit
 from pdegrow.regularizers.terms import Forward
 from pdegrow.training import problems
 from pdegrow.training.config import ExperimentConfig, build_config
+from pdegrow.training.rundir import RunDirectory
 from pdegrow.training.runfiles import load_run_file, save_run_file
 from pdegrow.training.runlog import (
-    RUN_FILE,
-    RUN_KIND,
     MetricsLog,
     atomic_write_text,
     read_run,
@@ -108,7 +106,16 @@ class Trainer:
                  resume: bool = False, overwrite: bool = False, progress: bool | None = None):
         self.cfg, self.data_path, self.run_dir = cfg, str(data_path), Path(run_dir)
         self.progress = cfg.run.progress if progress is None else progress
-        self._prepare_run_dir(resume, overwrite)
+        self.rundir = RunDirectory(self.run_dir)
+        self.rundir.open(resume, overwrite)  # checks and locks; nothing is written before validation
+        try:
+            self._setup(resume)
+        except BaseException:
+            self.rundir.abandon()
+            raise
+
+    def _setup(self, resume: bool) -> None:
+        cfg = self.cfg
         if cfg.run.threads > 0:
             torch.set_num_threads(cfg.run.threads)
         self.device = resolve_device(cfg.run.device)
@@ -118,8 +125,6 @@ class Trainer:
         splits = json.loads((self.run_dir / "splits.json").read_text()) if ckpt else None
         seed_everything(cfg.run.seed)
         self.data = prepare_data(self.data_path, cfg.data, cfg.run.seed, self.device, self.dtype, splits)
-        if not ckpt:
-            write_json(self.run_dir / "splits.json", self.data.splits)
         self.ops = problems.heat_operators(self.data, self.device, self.dtype)
         self.global_terms = problems.physics_terms(self.data, cfg.regularizers, self.ops)
         train_inputs = self.data.train.inputs if isinstance(self.data.train, MemorySplit) else None
@@ -143,11 +148,15 @@ class Trainer:
             except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
                 msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise PdegrowError(f"{self.run_dir}/checkpoint.pt is damaged ({msg})") from None
+            self.rundir.set_status("running")
             self.metrics = MetricsLog(self.run_dir, keep_rows=ckpt["n_metric_rows"])
         else:
-            self.metrics = MetricsLog(self.run_dir, keep_rows=0)
             self.strategy.setup(self.ctx)
             sync_optimizer(self.optimizer, self.model)
+            # everything is valid: only now does the run directory get its files
+            self.rundir.start(self.data_path, self.cfg.to_dict())
+            write_json(self.run_dir / "splits.json", self.data.splits)
+            self.metrics = MetricsLog(self.run_dir, keep_rows=0)
             (self.run_dir / "events.jsonl").write_text("")
             (self.run_dir / "architecture.jsonl").write_text(
                 json.dumps({"epoch": 0, "event": None, **self.model.architecture(),
@@ -156,33 +165,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ run directory
 
-    def _prepare_run_dir(self, resume: bool, overwrite: bool) -> None:
-        d = self.run_dir
-        if resume:
-            read_run(d)
-            if not (d / "checkpoint.pt").is_file():
-                raise PdegrowError(f"{d}: nothing to resume (no checkpoint.pt)")
-            return
-        if d.exists() and any(d.iterdir()):
-            if not overwrite:
-                raise PdegrowError(f"{d} exists and is not empty (use --resume to continue a run, "
-                                   f"--overwrite to replace it)")
-            if (d / RUN_FILE).is_file():
-                import shutil
-
-                shutil.rmtree(d)
-            else:
-                raise PdegrowError(f"{d} is not a pdegrow run directory; refusing to overwrite it")
-        d.mkdir(parents=True, exist_ok=True)
-        write_json(d / RUN_FILE, {"kind": RUN_KIND, "version": 1, "status": "running",
-                                  "data": str(Path(self.data_path).resolve()),
-                                  "created": datetime.now(UTC).isoformat(timespec="seconds")})
-        write_json(d / "config.json", self.cfg.to_dict())
-
-    def _set_status(self, status: str) -> None:
-        info = read_run(self.run_dir)
-        info["status"] = status
-        write_json(self.run_dir / RUN_FILE, info)
+    def close(self) -> None:
+        """Release the run directory's lock (done by :meth:`run` at its end, however it ends)."""
+        self.rundir.release()
 
     def _make_scheduler(self) -> Any:
         o = self.cfg.optim
@@ -415,10 +400,14 @@ class Trainer:
                     self.finished = not grew
                 if self.finished or grew or self.state.epoch % cfg.run.checkpoint_every == 0:
                     self._checkpoint()
+            return self._finish()
+        except PdegrowError as exc:  # bad data or settings: recorded, so later commands know
+            self.rundir.fail(str(exc))
+            raise
         finally:
             if bar is not None:
                 bar.close()
-        return self._finish()
+            self.close()  # an interrupted run stays "running" and resumable
 
     def _finish(self) -> dict[str, Any]:
         summary = {
@@ -432,7 +421,7 @@ class Trainer:
         }
         save_model(self.run_dir / "model.pt", self.model, self.data, self.cfg)
         write_json(self.run_dir / "summary.json", summary)
-        self._set_status("finished")
+        self.rundir.finish()
         return summary
 
 
