@@ -19,10 +19,20 @@ from pdegrow.errors import PdegrowError
 def read_toml(path: str | Path) -> dict[str, Any]:
     """Read a TOML file; a missing or malformed file is a :class:`PdegrowError`."""
     path = Path(path)
+    if path.is_dir():
+        raise PdegrowError(f"config file {path} is a directory, not a TOML file")
     if not path.is_file():
         raise PdegrowError(f"config file {path} does not exist")
     try:
-        return tomllib.loads(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[:exc.start].count(b"\n") + 1
+        raise PdegrowError(f"config file {path} is not UTF-8 text (byte {exc.start}, line {line}); "
+                           f"TOML files are UTF-8") from None
+    except OSError as exc:
+        raise PdegrowError(f"config file {path} cannot be read ({exc.strerror})") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PdegrowError(f"config file {path} is not valid TOML: {exc}") from None
 
