@@ -6,6 +6,7 @@
 #   bash experiments/run_studies.sh data          # generate / derive every data set (once)
 #   bash experiments/run_studies.sh STUDY         # heat-paper heat-default ns-sensors ns-full
 #                                                 # ns-full-wide ns-conv ridge ns-figure diabetes digits transfer
+#                                                 # boston growth-fixes
 #   bash experiments/run_studies.sh all           # every study
 set -euo pipefail
 BIN=${PDEGROW_BIN:-.venv/bin}
@@ -39,11 +40,16 @@ case "${1:-help}" in
   ridge)        "$BIN/python" experiments/ridge_reference.py ;;
   ns-figure)    "$BIN/python" experiments/ns_fields_figure.py ;;
   diabetes)     compare study-prototypes-diabetes ;;
+  boston)       "$BIN/python" experiments/prototype_data.py boston --overwrite
+                compare study-prototypes-boston ;;
+  growth-fixes) compare study-heat-paper-growth-fixes
+                "$BIN/python" experiments/summarise_study.py runs/study-heat-paper-growth-fixes \
+                    --metrics rel_error_field rel_error_conductivity ;;
   digits)       compare study-prototypes-digits ;;
   transfer)     "$BIN/python" experiments/transfer_study.py --out runs/study-transfer --workers "$NP"
                 "$BIN/python" experiments/transfer_study.py --model conv --out runs/study-transfer-conv --workers "$NP"
                 "$BIN/python" experiments/transfer_study.py --model heat --out runs/study-transfer-heat --workers "$NP" ;;
-  all)          for s in heat-paper heat-default ns-sensors ns-full ns-full-wide ns-conv ridge ns-figure diabetes digits transfer; do
+  all)          for s in heat-paper heat-default ns-sensors ns-full ns-full-wide ns-conv ridge ns-figure diabetes digits boston growth-fixes transfer; do
                     "$0" "$s"; done ;;
-  *) sed -n 2,9p "$0"; exit 2 ;;
+  *) sed -n 2,10p "$0"; exit 2 ;;
 esac

@@ -269,6 +269,7 @@ class TopologicalInsertion(GrowthStrategy):
         self.inserted = 0
         self.history: list[dict[str, Any]] = []  # derivative per depth at every evaluation
         self._last_check_epoch = -1
+        self._cpu: dict[str, float] = {}
 
     # ------------------------------------------------------------------ when
 
@@ -304,9 +305,12 @@ class TopologicalInsertion(GrowthStrategy):
                      ) -> tuple[Tensor, list[Any], list[DepthOperator], float]:
         if batches is None:
             batches = large_batches(ctx, self.eval_elements)
+        c0 = time.process_time()
         ops, j0 = model_depth_operators(ctx, mode=self.mode, kernel_size=self.kernel_size, batches=batches,
                                         keep_features=keep_features)
+        c1 = time.process_time()
         derivs, pairs = topological_derivatives(ops, method=self.method, tol=self.tol)
+        self._cpu = {"pass_cpu_s": round(c1 - c0, 4), "solve_cpu_s": round(time.process_time() - c1, 4)}
         return derivs, pairs, ops, j0
 
     def _record(self, ctx: GrowthContext, derivs: Tensor, j0: float, grew: bool, **extra: Any) -> None:
@@ -338,7 +342,9 @@ class TopologicalInsertion(GrowthStrategy):
         features = ops[t_star].features
         if features is None:
             raise RuntimeError("the derivative pass kept no states at the chosen depth")
+        c_search = time.process_time()
         search = self._search(ctx, block, t_star, batches, features, j0)
+        search_cpu = round(time.process_time() - c_search, 4)
         info: dict[str, Any] = {
             "derivative": [float(d) for d in derivs],
             "t_star": t_star,
@@ -349,6 +355,8 @@ class TopologicalInsertion(GrowthStrategy):
             "eigen_method": pairs[t_star].method,
             "eigen_iterations": [int(p.iterations) for p in pairs],
             "solve_s": round(t_solve, 4),
+            **self._cpu,                     # CPU s of the forward + backward pass, of the eigen-solves
+            "search_cpu_s": search_cpu,      # CPU s of the ε choice from the stored states
         }
         if search.significance < self.min_significance:
             self._record(ctx, derivs, j0, grew=False, reason="not significant",
