@@ -189,14 +189,16 @@ def generate(
         return _summary(comm, out, problem, n_samples, 0, start, already_complete=True)
 
     forward = _build_everywhere(comm, make_problem)
-    one_sample = sample_bytes(forward.sample_specs())
+    specs = forward.sample_specs()
+    one_sample = sample_bytes(specs)
     rows_per_part = max(1, min(flush_every, BUFFER_BYTES // max(one_sample, 1)))
     local_ranks = 1
     if comm.size > 1:
         node = comm.Split_type(MPI.COMM_TYPE_SHARED)
         local_ranks = node.size
         node.Free()
-    _collective(comm, lambda: check_resources(out, n_samples, one_sample, rows_per_part, local_ranks))
+    _collective(comm, lambda: check_resources(out, n_samples, one_sample, len(specs), rows_per_part,
+                                              local_ranks))
 
     claim: Claim | None = None
     try:

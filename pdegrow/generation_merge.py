@@ -14,6 +14,7 @@ stores them as the merged file does.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from pathlib import Path
@@ -26,6 +27,7 @@ from pdegrow.contract import create_dataset_file, mark_complete
 from pdegrow.errors import DataContractError, PdegrowError
 from pdegrow.generation_parts import part_files, parts_dir, read_part_indices
 from pdegrow.io_errors import IO_ERRORS, io_cause, remove_quietly
+from pdegrow.resources import format_bytes, free_disk_bytes, reserve_disk
 
 WINDOW_BYTES = 64 * 2**20
 """Uncompressed bytes of one dataset's samples gathered in memory before they are written."""
@@ -54,25 +56,46 @@ def sample_sources(parts: list[Path], n_samples: int) -> tuple[np.ndarray, np.nd
     return part_of, row_of
 
 
+def merged_size_bound(files: list[Path], static: dict[str, np.ndarray], n_samples: int,
+                      n_arrays: int) -> int:
+    """An upper bound of the merged file's size: the part files (which hold the same compressed
+    chunks, with an index of the same size), the static arrays, 128 bytes of chunk index per
+    chunk and 1 MiB of other metadata."""
+    parts = sum(p.stat().st_size for p in files)
+    return parts + sum(np.asarray(a).nbytes for a in static.values()) + 128 * n_samples * n_arrays + 2**20
+
+
 def merge_parts(out: Path, problem: Any, manifest: dict[str, Any]) -> None:
     """Merge ``OUT.parts/part-*.h5`` into ``out`` (atomically) and remove ``OUT.parts/``.
 
     ``problem`` supplies ``static_arrays()``, ``sample_specs()`` and ``file_attrs()``.
-    A failed write leaves no ``OUT.tmp`` and keeps the parts; it raises a
-    :class:`PdegrowError` naming ``out`` and the cause.
+    The disk space of the merged file is reserved before HDF5 writes into it (HDF5 does not
+    survive a failed write), so a full disk or quota is found here, as one clear error.
+    A failure leaves no ``OUT.tmp`` and keeps the parts; it raises a :class:`PdegrowError`
+    naming ``out`` and the cause.
     """
     parts = parts_dir(out)
     n = int(manifest["n_samples"])
     files = part_files(parts)
     part_of, row_of = sample_sources(files, n)
     specs = problem.sample_specs()
+    static = problem.static_arrays()
+    bound = merged_size_bound(files, static, n, len(specs))
     tmp = out.with_name(out.name + ".tmp")
     try:
-        with create_dataset_file(
+        free = free_disk_bytes(out.parent)
+        if bound > free:
+            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: the merged file needs up to "
+                          f"{format_bytes(bound)}, {format_bytes(free)} is free")
+        reserved = reserve_disk(tmp, bound)
+        create_dataset_file(
             tmp, problem=manifest["problem"], config=manifest["config"], n_samples=n,
-            base_seed=manifest["base_seed"], static=problem.static_arrays(),
-            sample_specs=specs, attrs=problem.file_attrs(),
-        ) as f:
+            base_seed=manifest["base_seed"], static=static, sample_specs=specs,
+            attrs=problem.file_attrs(),
+        ).close()
+        if reserved:
+            reserve_disk(tmp, bound)  # creating the file released the space: reserve it again
+        with h5py.File(tmp, "r+") as f:  # HDF5 cuts the unused reserved tail when it closes the file
             for name, (shape, dtype) in specs.items():
                 row_bytes = max(1, int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize)
                 window = max(1, WINDOW_BYTES // row_bytes)
@@ -87,7 +110,7 @@ def merge_parts(out: Path, problem: Any, manifest: dict[str, Any]) -> None:
         remove_quietly(tmp)
         raise PdegrowError(
             f"cannot write {out}: {io_cause(exc)} (while merging; the part files in {parts} are "
-            "kept: make room and rerun with --resume to merge again)") from None
+            "kept: make room and rerun with --resume to merge them)") from None
     except BaseException:
         remove_quietly(tmp)
         raise

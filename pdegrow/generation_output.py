@@ -96,29 +96,48 @@ def sample_bytes(specs: dict[str, tuple[tuple[int, ...], np.dtype]]) -> int:
                for shape, dtype in specs.values())
 
 
-def check_resources(out: Path, n_samples: int, one_sample: int, rows_per_part: int,
-                    local_ranks: int = 1) -> None:
-    """Refuse a run whose output cannot fit on the disk, or whose part buffers cannot fit in memory.
+PART_OVERHEAD = 4096
+"""Bytes of HDF5 metadata a part file spends per array (object header, chunk index)."""
 
-    The output is estimated uncompressed (n × one sample), an upper bound of the merged file up to
-    the HDF5 metadata; a rank buffers ``rows_per_part`` samples and copies them once when it
-    writes a part file.
+
+def check_resources(out: Path, n_samples: int, one_sample: int, n_arrays: int, rows_per_part: int,
+                    local_ranks: int = 1) -> None:
+    """Refuse a run whose files cannot fit on the disk, or whose part buffers cannot fit in memory
+    (:func:`resource_problem` with this machine's free disk and memory)."""
+    parts = parts_dir(out)
+    written = sum(p.stat().st_size for p in parts.glob("part-*.h5")) if parts.is_dir() else 0
+    problem = resource_problem(n_samples, one_sample, n_arrays, rows_per_part, local_ranks,
+                               free_disk_bytes(out.parent), available_memory_bytes(), written)
+    if problem is not None:
+        raise PdegrowError(problem.format(out=out, where=out.parent))
+
+
+def resource_problem(n_samples: int, one_sample: int, n_arrays: int, rows_per_part: int,
+                     local_ranks: int, free_disk: int, free_memory: int | None,
+                     written: int = 0) -> str | None:
+    """Why a run cannot fit, or None. Pure: the caller supplies the free disk and memory.
+
+    Disk: the samples are stored twice at the end (the part files, and the merged file made
+    from them), each time about n × (one sample) — gzip gains little on floating-point data —
+    plus ``PART_OVERHEAD`` per array and part file; ``written`` bytes of part files are there
+    already. Memory: a rank holds ``rows_per_part`` samples, their stacked copy and the part
+    file's image when it writes a part, 3 × rows × (one sample). The message has ``{out}`` and
+    ``{where}`` fields for the caller to fill.
     """
-    total = n_samples * one_sample
-    free = free_disk_bytes(out.parent)
-    if total > free:
-        raise PdegrowError(
-            f"cannot write {out}: {n_samples} samples need about {format_bytes(total)} "
-            f"({format_bytes(one_sample)} each, uncompressed) but only {format_bytes(free)} is free "
-            f"in {out.parent}")
-    per_rank = 2 * rows_per_part * one_sample
-    available = available_memory_bytes()
-    if available is not None and per_rank * local_ranks > available:
-        raise PdegrowError(
-            f"not enough memory: {local_ranks} rank{'s' if local_ranks > 1 else ''} on this node "
-            f"each need about {format_bytes(per_rank)} to buffer {rows_per_part} sample"
-            f"{'s' if rows_per_part > 1 else ''} of {format_bytes(one_sample)} but only "
-            f"{format_bytes(available)} is available; lower --flush-every or the ranks per node")
+    data = n_samples * one_sample
+    n_parts = -(-n_samples // rows_per_part)
+    need = max(data, 2 * data + n_parts * (n_arrays + 1) * PART_OVERHEAD - written)
+    if need > free_disk:
+        return (f"cannot write {{out}}: {n_samples} samples need about {format_bytes(need)} on disk "
+                f"({format_bytes(one_sample)} each, uncompressed, in the part files and again in the "
+                f"merged file) but only {format_bytes(free_disk)} is free in {{where}}")
+    per_rank = 3 * rows_per_part * one_sample
+    if free_memory is not None and per_rank * local_ranks > free_memory:
+        return (f"not enough memory: {local_ranks} rank{'s' if local_ranks > 1 else ''} on this node "
+                f"each need about {format_bytes(per_rank)} to buffer {rows_per_part} sample"
+                f"{'s' if rows_per_part > 1 else ''} of {format_bytes(one_sample)} but only "
+                f"{format_bytes(free_memory)} is available; lower --flush-every or the ranks per node")
+    return None
 
 
 def claim_location(out: Path, manifest: dict[str, Any], resume: bool, overwrite: bool) -> Claim | None:

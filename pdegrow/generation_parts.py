@@ -20,7 +20,7 @@ import numpy as np
 
 from pdegrow.contract import sample_storage
 from pdegrow.errors import DataContractError, PdegrowError
-from pdegrow.io_errors import IO_ERRORS, remove_quietly, write_error
+from pdegrow.io_errors import remove_quietly, write_error
 
 MANIFEST = "manifest.json"
 PART_GLOB = "part-*.h5"
@@ -72,21 +72,37 @@ def write_manifest(parts: Path, manifest: dict[str, Any]) -> None:
 def write_part(path: Path, indices: list[int], samples: list[dict[str, np.ndarray]]) -> None:
     """Write buffered samples to a part file atomically (temporary name, then rename).
 
-    A failed write (disk full, quota) removes the temporary file and raises a
-    :class:`PdegrowError` naming the part file and the cause.
+    The HDF5 file is built in memory and written to disk with plain file I/O: a failed
+    write (disk full, quota) is then an ordinary ``OSError`` — HDF5 itself does not survive
+    a failed write (it crashes when the file is closed). The temporary file is removed and a
+    :class:`PdegrowError` names the part file and the cause.
     """
     tmp = path.with_name(path.name + ".tmp")
+    with h5py.File(f"{path.name}.image", "w", driver="core", backing_store=False) as f:
+        f.create_dataset("indices", data=np.asarray(indices, dtype=np.int64))
+        for name in samples[0]:
+            rows = np.stack([s[name] for s in samples])
+            f.create_dataset(name, data=rows, **sample_storage(rows.shape[1:]))
+        f.attrs["complete"] = True
+        f.flush()
+        image = f.id.get_file_image()
     try:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("indices", data=np.asarray(indices, dtype=np.int64))
-            for name in samples[0]:
-                rows = np.stack([s[name] for s in samples])
-                f.create_dataset(name, data=rows, **sample_storage(rows.shape[1:]))
-            f.attrs["complete"] = True
+        write_bytes(tmp, image)
         os.replace(tmp, path)
-    except IO_ERRORS as exc:
+    except OSError as exc:
         remove_quietly(tmp)
         raise write_error(path, exc) from None
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Create ``path`` holding ``data`` (every byte written, or ``OSError``)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
 
 
 def read_part_indices(path: Path) -> np.ndarray:

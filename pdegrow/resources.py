@@ -6,19 +6,24 @@ Used to refuse a job that cannot fit *before* it allocates or writes anything
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 
 def format_bytes(n: float) -> str:
-    """``1536`` → ``'1.5 KiB'``: binary prefixes, three significant digits."""
+    """``1536`` → ``'1.5 KiB'``: binary prefixes, three significant digits (no exponent)."""
     units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
     value, i = float(n), 0
     while abs(value) >= 1024.0 and i < len(units) - 1:
         value /= 1024.0
         i += 1
-    return f"{int(n)} B" if i == 0 else f"{value:.3g} {units[i]}"
+    if i == 0:
+        return f"{int(n)} B"
+    return f"{value:.0f} {units[i]}" if abs(value) >= 100 else f"{value:.3g} {units[i]}"
 
 
 def free_disk_bytes(directory: str | os.PathLike) -> int:
@@ -46,3 +51,40 @@ def available_memory_bytes() -> int | None:
     except OSError:
         pass
     return min(candidates) if candidates else None
+
+
+def reserve_disk(path: str | os.PathLike, size: int) -> bool:
+    """Allocate disk blocks so that ``path`` is at least ``size`` bytes long (Linux ``fallocate``).
+
+    Writes into a reserved region cannot fail for want of space, so a library that does not
+    survive a failed write (HDF5 crashes on close after one) is handed a file that cannot fill up.
+    Raises ``OSError`` (ENOSPC, EDQUOT, EFBIG) when the space is not there; returns False when the
+    file system cannot reserve (then nothing is reserved and writes may still fail).
+    """
+    current = os.path.getsize(path) if os.path.exists(path) else 0
+    if size <= current:
+        return True
+    fallocate = _libc_fallocate()
+    if fallocate is None:
+        return False
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if fallocate(fd, 0, current, size - current) != 0:
+            err = ctypes.get_errno()
+            if err in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                return False
+            raise OSError(err, os.strerror(err), str(path))
+    finally:
+        os.close(fd)
+    return True
+
+
+def _libc_fallocate() -> Any:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        func = libc.fallocate
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    func.restype = ctypes.c_int
+    return func
