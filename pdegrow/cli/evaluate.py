@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,15 +22,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pdegrow.training.evaluate import evaluate_run
+    from pdegrow.training.runlog import to_json
 
     result = evaluate_run(args.run_dir, args.data, args.split)
     if args.json:
-        print(json.dumps(result, indent=1))
+        print(to_json(result, indent=1))  # undefined metrics (e.g. all-zero targets) are null
         return 0
     arch = result["architecture"]
     print(f"{result['run']} on {result['data']} ({result['n_samples']} samples)")
     print(f"  strategy {result['strategy']}, depth {arch['depth']} (+{arch['n_correctors']} SRL), "
           f"{arch['n_params']} parameters")
     for key in sorted(k for k in result if k.startswith("rel_error") and not k.endswith("_std")):
-        print(f"  {key:<22} {result[key]:.4f} ± {result[key + '_std']:.4f}")
+        value, std = result[key], result[key + "_std"]
+        print(f"  {key:<22} " + (f"{value:.4f} ± {std:.4f}" if value == value else
+                                 "undefined (every reference is zero)"))
     return 0

@@ -42,6 +42,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
+def _read_json(path: str) -> dict:
+    """A JSON training config (e.g. a run's config.json); anything else is one line."""
+    try:
+        values = json.loads(Path(path).read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise PdegrowError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise PdegrowError(f"config file {path} is a directory, not a config file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PdegrowError(f"config file {path} cannot be read as JSON ({exc})") from None
+    if not isinstance(values, dict):
+        raise PdegrowError(f"config file {path}: expected a JSON object of sections")
+    return values
+
+
 def run(args: argparse.Namespace) -> int:
     from pdegrow.training.config import apply_overrides, build_config, load_config
     from pdegrow.training.runlog import read_run
@@ -63,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.config or not args.data:
             raise PdegrowError("--config and --data are required (unless --resume)")
         cfg = load_config(args.config, overrides) if Path(args.config).suffix != ".json" else \
-            build_config(apply_overrides(json.loads(Path(args.config).read_text()), overrides), args.config)
+            build_config(apply_overrides(_read_json(args.config), overrides), args.config)
         data = args.data
     from pdegrow.training import distributed
 
@@ -83,7 +98,9 @@ def run(args: argparse.Namespace) -> int:
         summary = train(cfg, data, args.out, resume=args.resume, overwrite=args.overwrite,
                         progress=False if args.no_progress else None)
     if args.json:
-        print(json.dumps(summary, indent=1))
+        from pdegrow.training.runlog import to_json
+
+        print(to_json(summary, indent=1))
     else:
         arch = summary["architecture"]
         test = summary.get("test") or summary["val"]

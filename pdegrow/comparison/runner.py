@@ -114,7 +114,7 @@ def training_wall_time(run_dir: Path) -> float:
 def execute_run(spec: RunSpec, out: Path, device: str) -> dict[str, Any]:
     """Train one run (fresh, restarted or resumed) and write its ``result.json``; returns it."""
     from pdegrow.training.config import build_config
-    from pdegrow.training.runlog import RUN_FILE, atomic_write_text, read_run
+    from pdegrow.training.runlog import RUN_FILE, atomic_write_text, read_run, to_json
     from pdegrow.training.trainer import train
 
     run_dir = spec.run_dir(out)
@@ -140,7 +140,7 @@ def execute_run(spec: RunSpec, out: Path, device: str) -> dict[str, Any]:
         "growth_events": summary["growth_events"], "epochs": summary["epochs"],
         "train_wall_s": training_wall_time(run_dir), "wall_s": wall, "resumed": resume, "device": device,
     }
-    atomic_write_text(run_dir / RESULT_FILE, json.dumps(result, indent=1, sort_keys=True) + "\n")
+    atomic_write_text(run_dir / RESULT_FILE, to_json(result, indent=1, sort_keys=True) + "\n")
     return result
 
 

@@ -64,7 +64,8 @@ def summarise(cfg: CompareConfig, results: list[dict[str, Any]]) -> tuple[str, l
     for r in results:
         test = r.get("test") or r.get("val") or {}
         runs.append({"dataset": r["dataset"], "strategy": r["strategy"], "seed": r["seed"],
-                     "error": test.get(metric, math.nan), "n_params": r["n_params"], "depth": r["depth"],
+                     "error": math.nan if test.get(metric) is None else test[metric],  # null: undefined
+                     "n_params": r["n_params"], "depth": r["depth"],
                      "growth_events": r["growth_events"], "epochs": r["epochs"],
                      "train_wall_s": r["train_wall_s"], "wall_s": r["wall_s"]})
     rows = []

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from pdegrow.contract import open_dataset
+from pdegrow.data.checks import check_finite
 from pdegrow.data.loaders import LazySplit, MemorySplit, Split
 from pdegrow.data.noise import noisy_copy
 from pdegrow.data.normalize import Standardizer, input_transform
@@ -71,6 +72,10 @@ def prepare_data(path: str, cfg: DataConfig, seed: int, device: torch.device,
             _check_name(f, cfg.clean_input, path)
         if splits is None:
             splits = make_splits(n, cfg.n_train, cfg.n_val, cfg.n_test, cfg.split_seed)
+        used = {k: f[k] for k in dict.fromkeys((cfg.input, cfg.target, *cfg.aux))}
+        check_finite(path, used, {s: splits[s] for s in ("train", "val", "test")})
+        if cfg.noisy_copies:
+            check_finite(path, {cfg.clean_input: f[cfg.clean_input]}, {"train": splits["train"]})
         noise = (float(f.attrs.get("noise_level", 0.0)), str(f.attrs.get("noise_model", "relative")))
         field_in = f[cfg.input].ndim == 3
         field_out = f[cfg.target].ndim == 3

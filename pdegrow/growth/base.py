@@ -209,29 +209,87 @@ def register_strategy[S: type[GrowthStrategy]](cls: S) -> S:
     return cls
 
 
+def _import_all_strategies() -> None:
+    """Import every module of :mod:`pdegrow.growth` (each registers its strategies)."""
+    import importlib
+    import pkgutil
+
+    import pdegrow.growth
+
+    for info in pkgutil.iter_modules(pdegrow.growth.__path__):
+        importlib.import_module(f"pdegrow.growth.{info.name}")
+
+
+def strategy_options(cls: type[GrowthStrategy]) -> type:
+    """The options dataclass of a strategy: one field per keyword of ``cls.__init__``, with its type
+    hint and default — the ``[growth]`` table is checked against it by the same checker as every
+    other config section (:func:`pdegrow.config.build_dataclass`), then ``cls(**options)`` checks
+    the ranges (a ``ValueError`` there is the user's, reported in one line)."""
+    cached = cls.__dict__.get("_options_class")
+    if cached is not None:
+        return cached
+    import copy
+    import dataclasses
+    import inspect
+    import typing
+
+    hints = typing.get_type_hints(cls.__init__)
+    fields: list[Any] = []
+    for pname, param in inspect.signature(cls.__init__).parameters.items():
+        if pname == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        hint = hints.get(pname, Any)
+        if param.default is param.empty:
+            fields.append((pname, hint))
+        elif isinstance(param.default, (list, dict, set)):
+            fields.append((pname, hint, dataclasses.field(
+                default_factory=lambda d=param.default: copy.deepcopy(d))))
+        else:
+            fields.append((pname, hint, dataclasses.field(default=param.default)))
+    options = dataclasses.make_dataclass(f"{cls.__name__}Options", fields)
+    options.__doc__ = f"Options of the {cls.name!r} growth strategy ([growth] keys)."
+    cls._options_class = options  # type: ignore[attr-defined]
+    return options
+
+
 def build_strategy(name: str, options: dict[str, Any]) -> GrowthStrategy:
-    """Instantiate a registered strategy from config options (unknown options are errors)."""
+    """Instantiate a registered strategy from config options, checked against its options dataclass
+    (:func:`strategy_options`): unknown options, wrong types, non-finite numbers and out-of-range
+    values are :class:`PdegrowError` s of one line."""
+    import math
+
     import pdegrow.growth  # noqa: F401  (registers the built-in strategies)
+    from pdegrow.config import build_dataclass
 
     if name not in STRATEGIES:
         import importlib
 
         try:  # a strategy module named like the strategy (e.g. pdegrow/growth/topological.py)
             importlib.import_module(f"pdegrow.growth.{name}")
-        except ModuleNotFoundError:
+        except (ModuleNotFoundError, ValueError):
             pass
     if name not in STRATEGIES:
+        _import_all_strategies()
         raise PdegrowError(f"unknown growth strategy {name!r} (known: {', '.join(sorted(STRATEGIES))})")
     cls = STRATEGIES[name]
-    import inspect
-
-    params = inspect.signature(cls.__init__).parameters
-    unknown = sorted(k for k in options if k not in params)
+    option_cls = strategy_options(cls)
+    valid = [f.name for f in dataclasses_fields(option_cls)]
+    unknown = sorted(k for k in options if k not in valid)
     if unknown:
-        valid = sorted(k for k in params if k != "self")
         raise PdegrowError(f"[growth] unknown option(s) {', '.join(unknown)} for strategy {name!r} "
-                           f"(valid: {', '.join(valid)})")
+                           f"(valid: {', '.join(sorted(valid))})")
+    checked = build_dataclass(option_cls, options, f"[growth] strategy {name!r}")
+    values = {k: getattr(checked, k) for k in valid}
+    for k, v in values.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            raise PdegrowError(f"[growth] strategy {name!r}: {k} = {v} must be a finite number")
     try:
-        return cls(**options)
-    except TypeError as exc:
+        return cls(**values)
+    except (TypeError, ValueError) as exc:
         raise PdegrowError(f"[growth] bad options for strategy {name!r}: {exc}") from None
+
+
+def dataclasses_fields(cls: type) -> tuple[Any, ...]:
+    import dataclasses
+
+    return dataclasses.fields(cls)

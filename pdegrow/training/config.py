@@ -9,6 +9,7 @@ be left out (defaults below). ``--set section.key=value`` overrides a key.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -114,6 +115,64 @@ SECTIONS: dict[str, type] = {"run": RunConfig, "data": DataConfig, "model": Mode
                              "optim": OptimConfig, "train": TrainConfig, "regularizers": RegularizerConfig}
 
 
+# value rules beyond the types: (section, key) → (test, what it must be)
+_POSITIVE = (lambda v: v > 0, "> 0")
+_NON_NEGATIVE = (lambda v: v >= 0, ">= 0")
+RULES: dict[tuple[str, str], tuple[Any, str]] = {
+    ("run", "checkpoint_every"): _POSITIVE, ("run", "threads"): _NON_NEGATIVE,
+    ("data", "n_train"): _POSITIVE, ("data", "n_val"): _POSITIVE,
+    ("data", "n_test"): (lambda v: v >= -1, ">= -1 (-1: all remaining samples)"),
+    ("data", "noisy_copies"): _NON_NEGATIVE, ("data", "memory_limit_mb"): _NON_NEGATIVE,
+    ("model", "width"): _POSITIVE, ("model", "depth"): _NON_NEGATIVE,
+    ("model", "hidden"): (lambda v: all(h > 0 for h in v), "a list of sizes > 0"),
+    ("model", "kernel_size"): _POSITIVE,
+    ("optim", "lr"): _POSITIVE, ("optim", "weight_decay"): _NON_NEGATIVE,
+    ("optim", "batch_size"): _POSITIVE, ("optim", "step_size"): _POSITIVE, ("optim", "gamma"): _POSITIVE,
+    ("train", "max_epochs"): _POSITIVE, ("train", "phase_epochs"): _POSITIVE,
+    ("train", "patience"): _POSITIVE, ("train", "min_delta"): _NON_NEGATIVE,
+    ("regularizers", "physics_weight"): _NON_NEGATIVE,
+    ("regularizers", "model_constrained_weight"): _NON_NEGATIVE,
+    ("regularizers", "manifold_weight"): _NON_NEGATIVE, ("regularizers", "manifold_factor"): _POSITIVE,
+    ("regularizers", "manifold_k"): _POSITIVE, ("regularizers", "sparsity_weight"): _NON_NEGATIVE,
+    ("regularizers", "prune_tol"): _NON_NEGATIVE,
+}
+
+
+def check_section(name: str, section: Any, source: str) -> None:
+    """Every float of a built section is finite and every value obeys :data:`RULES` (one line)."""
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise PdegrowError(f"{source}: {f.name} = {value} must be a finite number")
+        rule = RULES.get((name, f.name))
+        if rule is not None and not rule[0](value):
+            raise PdegrowError(f"{source}: {f.name} = {value!r} must be {rule[1]}")
+
+
+def check_overrides(overrides: dict[str, Any], strategy: str) -> None:
+    """Each ``--set section.key=value`` on its own (key, type, range), so that its errors name
+    ``--set`` and not the config file; ``strategy`` is the one the config will use."""
+    for key, value in overrides.items():
+        section, sep, name = key.partition(".")
+        source = f"--set {key}={value!r}"
+        if not sep:
+            raise PdegrowError(f"--set {key}: use section.key=value (e.g. optim.lr=1e-3)")
+        if section == "growth":
+            from pdegrow.growth.base import build_strategy
+
+            if name == "strategy" and not isinstance(value, str):
+                raise PdegrowError(f"{source}: the strategy must be a string")
+            try:
+                build_strategy(value, {}) if name == "strategy" else build_strategy(strategy, {name: value})
+            except PdegrowError as exc:
+                raise PdegrowError(f"{source}: {exc}") from None
+            continue
+        if section not in SECTIONS:
+            valid = ", ".join([*SECTIONS, "growth"])
+            raise PdegrowError(f"{source}: unknown section {section!r} (valid: {valid})")
+        check_section(section, build_dataclass(SECTIONS[section], {name: value}, source), source)
+
+
 def build_config(values: dict[str, Any], source: str) -> ExperimentConfig:
     """An :class:`ExperimentConfig` from nested dict values (a parsed TOML file)."""
     unknown = sorted(set(values) - set(SECTIONS) - {"growth"})
@@ -126,6 +185,7 @@ def build_config(values: dict[str, Any], source: str) -> ExperimentConfig:
         if not isinstance(section, dict):
             raise PdegrowError(f"{source}: [{name}] must be a table")
         kwargs[name] = build_dataclass(cls, section, f"{source} [{name}]")
+        check_section(name, kwargs[name], f"{source} [{name}]")
     growth = dict(values.get("growth", {}))
     strategy = growth.pop("strategy", "fixed")
     if not isinstance(strategy, str):
@@ -133,7 +193,10 @@ def build_config(values: dict[str, Any], source: str) -> ExperimentConfig:
     cfg = ExperimentConfig(**kwargs, strategy=strategy, growth=growth)
     from pdegrow.growth.base import build_strategy
 
-    build_strategy(cfg.strategy, cfg.growth)  # validate the strategy options now
+    try:
+        build_strategy(cfg.strategy, cfg.growth)  # validate the strategy options now
+    except PdegrowError as exc:
+        raise PdegrowError(f"{source}: {exc}") from None
     return cfg
 
 
@@ -150,5 +213,9 @@ def apply_overrides(values: dict[str, Any], overrides: dict[str, Any]) -> dict[s
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
     """Read a training config file, apply ``--set`` overrides, validate."""
-    values = apply_overrides(read_toml(path), overrides or {})
-    return build_config(values, str(path))
+    file_values = read_toml(path)
+    growth = file_values.get("growth", {})
+    strategy = (overrides or {}).get("growth.strategy", growth.get("strategy", "fixed")
+                                     if isinstance(growth, dict) else "fixed")
+    check_overrides(overrides or {}, strategy if isinstance(strategy, str) else "fixed")
+    return build_config(apply_overrides(file_values, overrides or {}), str(path))

@@ -54,6 +54,7 @@ import torch
 from pdegrow.data.loaders import LazySplit, MemorySplit, Split, epoch_batches
 from pdegrow.errors import PdegrowError
 from pdegrow.regularizers.terms import Forward
+from pdegrow.training import problems
 from pdegrow.training.config import ExperimentConfig
 from pdegrow.training.runlog import write_json
 from pdegrow.training.trainer import Trainer, data_loss
@@ -394,7 +395,7 @@ class DistributedTrainer(Trainer):
             count += m
             for k, v in part.items():
                 total[k] = total.get(k, 0.0) + v
-        return {k: v / max(count, 1) for k, v in total.items()}
+        return problems.metric_means(total, count)
 
     # ------------------------------------------------------------------ files
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from pdegrow.contract import open_dataset
+from pdegrow.data.checks import check_finite
 from pdegrow.data.loaders import Batch
 from pdegrow.data.normalize import Standardizer, input_transform
 from pdegrow.errors import PdegrowError
@@ -90,6 +91,9 @@ def load_eval_data(run: TrainedRun, data_path: str, split: str | None = None) ->
             if name not in f:
                 raise PdegrowError(f"{data_path}: has no dataset {name!r}, which the run was trained on")
         idx = _indices(run, data_path, split, int(f.attrs["n_samples"]))
+        used = {k: f[k] for k in dict.fromkeys((cfg.input, cfg.target, *(a for a in cfg.aux if a in f)))}
+        same_file = Path(data_path).resolve() == Path(run.info.get("data", "")).resolve()
+        check_finite(data_path, used, {split or ("test" if same_file else "all"): idx})
         shape_in, shape_out = f[cfg.input].shape[1:], f[cfg.target].shape[1:]
         out = {
             "indices": idx,
@@ -171,7 +175,8 @@ def evaluate_run(run_dir: str | Path, data_path: str, split: str | None = None) 
     metrics = problems.batch_metrics(t(pred), t(data["targets"]), batch, _Data(), ops)  # type: ignore[arg-type]
     result: dict[str, Any] = {"run": str(run_dir), "data": str(data_path), "n_samples": len(data["indices"]),
                               "strategy": run.cfg.strategy, "architecture": run.model.architecture()}
-    for k, v in metrics.items():
-        result[k] = float(v.mean())
-        result[f"{k}_std"] = float(v.std(unbiased=False))
+    for k, v in metrics.items():  # NaN (undefined, e.g. an all-zero reference) samples left out
+        v = v[~torch.isnan(v)]
+        result[k] = float(v.mean()) if len(v) else float("nan")
+        result[f"{k}_std"] = float(v.std(unbiased=False)) if len(v) else float("nan")
     return result

@@ -60,6 +60,34 @@ def recovered_field(pred_phys: torch.Tensor, data: DataBundle, ops: HeatOperator
         return None
 
 
+def relative_error(diff: torch.Tensor, ref_norm: torch.Tensor) -> torch.Tensor:
+    """‖diff_b‖ / ref_norm_b per sample (``diff`` (B, …) or already its norms (B,)); NaN — *undefined* —
+    where the reference norm is 0 (e.g. an all-zero target), never a huge number."""
+    d = diff if diff.ndim == 1 else diff.reshape(diff.shape[0], -1).norm(dim=1)
+    return torch.where(ref_norm > 0, d / torch.where(ref_norm > 0, ref_norm, 1.0), torch.nan)
+
+
+def add_metric_sums(sums: dict[str, float], metrics: dict[str, torch.Tensor]) -> None:
+    """Accumulate per-sample metrics: ``sums[k]`` over the samples where k is defined (not NaN),
+    ``sums[k + "/n"]`` their number (see :func:`metric_means`)."""
+    for k, v in metrics.items():
+        ok = ~torch.isnan(v)
+        sums[k] = sums.get(k, 0.0) + float(v[ok].sum())
+        sums[f"{k}/n"] = sums.get(f"{k}/n", 0.0) + float(ok.sum())
+
+
+def metric_means(sums: dict[str, float], n: int) -> dict[str, float]:
+    """Means from accumulated sums: a metric with a count ``k/n`` is averaged over its defined samples
+    (NaN when it is defined for none); others (the loss) over all ``n`` samples."""
+    out = {}
+    for k, v in sums.items():
+        if k.endswith("/n"):
+            continue
+        count = sums.get(f"{k}/n", float(n))
+        out[k] = v / count if count > 0 else float("nan")
+    return out
+
+
 def batch_metrics(pred_phys: torch.Tensor, target_phys: torch.Tensor, batch: Any, data: DataBundle,
                   ops: HeatOperators | None) -> dict[str, torch.Tensor]:
     """Per-sample metrics (each (B,)): relative error of the target (regression also its squared
@@ -68,7 +96,7 @@ def batch_metrics(pred_phys: torch.Tensor, target_phys: torch.Tensor, batch: Any
     and of the conductivity e^m (``rel_error_conductivity``)."""
     b = pred_phys.shape[0]
     p, t = pred_phys.reshape(b, -1), target_phys.reshape(b, -1)
-    out = {"rel_error_target": (p - t).norm(dim=1) / t.norm(dim=1).clamp_min(1e-30)}
+    out = {"rel_error_target": relative_error(p - t, t.norm(dim=1))}
     if data.cfg.problem == "classification":  # one-hot targets: misclassified samples
         out["error_rate"] = (p.argmax(1) != t.argmax(1)).to(p.dtype)
     if data.cfg.problem == "regression":      # squared error in the target's units (mean: the test MSE)
@@ -77,9 +105,9 @@ def batch_metrics(pred_phys: torch.Tensor, target_phys: torch.Tensor, batch: Any
     if m is not None and FIELD in batch.aux:
         m_true = batch.aux[FIELD].to(m.dtype)
         diff = m - m_true
-        out["rel_error_field"] = diff.norm(dim=1) / m_true.norm(dim=1).clamp_min(1e-30)
+        out["rel_error_field"] = relative_error(diff, m_true.norm(dim=1))
         w = ops.lumped_mass
-        out["rel_error_field_l2"] = ((w * diff**2).sum(1) / (w * m_true**2).sum(1).clamp_min(1e-30)).sqrt()
+        out["rel_error_field_l2"] = relative_error((w * diff**2).sum(1).sqrt(), (w * m_true**2).sum(1).sqrt())
         kappa, kappa_true = m.exp(), m_true.exp()
         out["rel_error_conductivity"] = (kappa - kappa_true).norm(dim=1) / kappa_true.norm(dim=1)
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -22,15 +23,32 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float (an undefined metric, e.g. a relative error of an
+    all-zero target) replaced by ``None``: what pdegrow writes is strict JSON (null, never NaN)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def to_json(obj: Any, **kw: Any) -> str:
+    """Strict JSON of ``obj`` (see :func:`json_safe`); tensors and numpy values as numbers."""
+    return json.dumps(json_safe(obj), allow_nan=False, default=_jsonable, **kw)
+
+
 def write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True, default=_jsonable) + "\n")
+    atomic_write_text(path, to_json(obj, indent=1, sort_keys=True) + "\n")
 
 
 def _jsonable(x: Any) -> Any:
     if isinstance(x, torch.Tensor):
-        return x.tolist()
+        return json_safe(x.tolist())
     if hasattr(x, "item"):
-        return x.item()
+        return json_safe(x.item())
     return str(x)
 
 
@@ -67,9 +85,10 @@ class MetricsLog:
         atomic_write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in self.rows))
 
     def append(self, row: dict[str, Any]) -> None:
+        row = json_safe(row)
         self.rows.append(row)
         with self.jsonl.open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
+            fh.write(to_json(row) + "\n")
 
     def write_csv(self) -> None:
         keys: list[str] = []

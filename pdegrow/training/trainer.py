@@ -265,8 +265,7 @@ class Trainer:
             metrics = problems.batch_metrics(self.data.to_physical_target(pred),
                                              self.data.to_physical_target(batch.targets), batch, self.data,
                                              self.ops)
-            for k, v in metrics.items():
-                sums[k] = sums.get(k, 0.0) + float(v.sum())
+            problems.add_metric_sums(sums, metrics)
             n += b
         self.model.train()
         return sums, n
@@ -274,7 +273,7 @@ class Trainer:
     def evaluate_split(self, split: Split) -> dict[str, float]:
         """Mean data loss and mean per-sample metrics over ``split``."""
         sums, n = self.split_sums(iterate(split, max(self.cfg.optim.batch_size, 256)))
-        return {k: v / max(n, 1) for k, v in sums.items()}
+        return problems.metric_means(sums, n)
 
     # ------------------------------------------------------------------ training
 
