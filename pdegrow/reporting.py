@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from pdegrow.errors import PdegrowError
 from pdegrow.training.runlog import read_jsonl, read_run
 
 TOPOLOGICAL_STRATEGY = "topological_insertion"
@@ -158,8 +159,14 @@ def write_report(run_dir: str | Path, data_path: str | None = None, out: str | P
     """Write the figures and ``report.md`` of a run into ``out`` (default ``RUN_DIR/report``)."""
     run_dir = Path(run_dir)
     info = read_run(run_dir)
+    if info.get("status") == "failed":
+        raise PdegrowError(f"{run_dir}: the run failed ({info.get('error', 'no reason recorded')}); "
+                           f"nothing to report — train it again")
     out = Path(out) if out is not None else run_dir / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PdegrowError(f"cannot create the report directory {out} ({exc.strerror or exc})") from None
     rows = read_jsonl(run_dir / "metrics.jsonl")
     events = read_jsonl(run_dir / "events.jsonl")
     written: list[Path] = []
@@ -191,9 +198,8 @@ def write_report(run_dir: str | Path, data_path: str | None = None, out: str | P
         for split in ("val", "test"):
             s = summary.get(split) or {}
             if s:
-                lines.append(f"| {split} | {s.get('loss', float('nan')):.4g} | "
-                             f"{s.get('rel_error_target', float('nan')):.4f} | "
-                             f"{s.get('rel_error_field', float('nan')):.4f} |")
+                lines.append(f"| {split} | {_fmt(s.get('loss'), '.4g')} | "
+                             f"{_fmt(s.get('rel_error_target'))} | {_fmt(s.get('rel_error_field'))} |")
     if events:
         lines += ["", "## Growth events", "",
                   "predicted Δ: the strategy's own prediction of the change of the training loss "
@@ -210,6 +216,11 @@ def write_report(run_dir: str | Path, data_path: str | None = None, out: str | P
     lines += ["", "## Figures", ""] + [f"![{p.stem}]({p.name})" for p in written]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     return [*written, out / "report.md"]
+
+
+def _fmt(value: Any, spec: str = ".4f") -> str:
+    """A metric for report.md: null (undefined, e.g. a zero reference) or missing → "—"."""
+    return "—" if value is None else format(float(value), spec)
 
 
 def _topological_lines(events: list[dict[str, Any]]) -> list[str]:

@@ -48,6 +48,9 @@ def load_trained(run_dir: str | Path, device: str | torch.device = "cpu") -> Tra
     run_dir = Path(run_dir)
     info = read_run(run_dir)
     path = run_dir / "model.pt"
+    if info.get("status") == "failed":
+        raise PdegrowError(f"{run_dir}: the run failed ({info.get('error', 'no reason recorded')}); "
+                           f"train it again")
     if not path.is_file():
         raise PdegrowError(f"{run_dir}: the run has not finished (no model.pt); resume it with "
                            f"'pdegrow train --out {run_dir} --resume'")

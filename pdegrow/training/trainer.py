@@ -290,8 +290,8 @@ class Trainer:
                 for term in self.terms:
                     total = total + term(batch, fwd)
             if not torch.isfinite(total):
-                raise PdegrowError(f"the training loss became {float(total)} at epoch {self.state.epoch + 1} "
-                                   f"(lower optim.lr or the regularizer weights)")
+                raise PdegrowError(f"the training loss became {float(total.detach())} at epoch "
+                                   f"{self.state.epoch + 1} (lower optim.lr or the regularizer weights)")
             total.backward()
             self.optimizer.step()
             b = len(batch)
