@@ -8,10 +8,8 @@ import struct
 import pytest
 import torch
 
-from pdegrow import tensorfile
 from pdegrow.cli import main
 from pdegrow.errors import PdegrowError
-from pdegrow.training.runfiles import load_run_file
 
 torch.set_num_threads(1)
 
@@ -86,6 +84,8 @@ def test_crafted_model_and_checkpoint_never_run_code(finished_run, heat_paper_fi
 
 
 def test_run_files_are_tensors_and_json(finished_run):
+    from pdegrow.training.runfiles import load_run_file
+
     model = load_run_file(finished_run / "model.pt", "model")
     assert set(model) >= {"spec", "state", "input_norm", "target_norm", "config", "dtype"}
     assert all(isinstance(v, torch.Tensor) for v in model["state"].values())
@@ -104,6 +104,8 @@ def test_run_files_are_tensors_and_json(finished_run):
 
 def test_tensorfile_round_trip_is_exact_and_refuses_damage(tmp_path):
     import random
+
+    from pdegrow import tensorfile
 
     tree = {"w": torch.randn(3, 4, dtype=torch.float64), "h": torch.randn(2, dtype=torch.bfloat16),
             "b": torch.tensor([True, False]), "empty": torch.zeros(0, 5), "scalar": torch.tensor(7),
