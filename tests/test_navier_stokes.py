@@ -265,7 +265,7 @@ def test_resume_after_a_kill_gives_the_uninterrupted_file(tmp_path):
     "args, message",
     [
         (["--resolution", "2"], "resolution must be in 4…4096, got 2"),
-        (["--set", "dt=inf"], "dt and final_time must be positive"),
+        (["--set", "dt=inf"], "dt = inf is not a finite number"),
         (["--final-time", "0.0015"], "is not a whole number of steps"),
         (["--final-time", "-1"], "dt and final_time must be positive"),
         (["--set", 'observation="sparse"'], "observation = 'sparse' is not one of"),
