@@ -108,6 +108,12 @@ class DirectoryLock:
         finally:
             os.close(fd)  # closing drops the flock
 
+    def __del__(self) -> None:  # a holder dropped without release() (e.g. a Trainer never run)
+        try:
+            self.release()
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
+
     def __enter__(self) -> DirectoryLock:
         self.acquire()
         return self

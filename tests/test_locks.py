@@ -192,3 +192,13 @@ path = "{heat_paper_file}"
     assert sorted(p.name for p in out.iterdir()) == []
     assert main(["compare", "--config", str(cmp), "--out", str(out), "--quiet", "--no-figures"]) == 0
     assert (out / "table.md").is_file() and not (out / LOCK_NAME).exists()
+
+
+def test_dropped_lock_object_releases(tmp_path):
+    import gc
+
+    lock = lock_directory(tmp_path)
+    del lock
+    gc.collect()
+    with locked(tmp_path):
+        pass
