@@ -201,12 +201,19 @@ def generate(
                                               local_ranks))
 
     claim: Claim | None = None
+    held: list[Claim | None] = []
+
+    def take() -> tuple[np.ndarray, bool] | None:
+        held.append(claim_location(out, manifest, resume, overwrite))
+        return None if held[0] is None else (held[0].done, held[0].created)
+
     try:
-        claim = _collective(comm, lambda: claim_location(out, manifest, resume, overwrite))
-        if claim is None:
+        shared = _collective(comm, take)  # the lock itself stays on rank 0, never pickled
+        claim = held[0] if held else None
+        if shared is None:
             return _summary(comm, out, problem, n_samples, 0, start, already_complete=True)
         if comm.rank != 0:
-            claim = Claim(done=claim.done, lock=None, created=claim.created)
+            claim = Claim(done=shared[0], lock=None, created=shared[1])
         n_pending = n_samples - len(claim.done)
         run_id = comm.bcast(uuid.uuid4().hex[:8], root=0)
         failed = _solve_all(comm, forward, out, seed, n_samples, claim.done, run_id, rows_per_part,
