@@ -384,9 +384,17 @@ class HeatProblem:
         }
         if B is not None:
             arrays["operators/observation_matrix"] = B
+        mass = self.mass.tocsr().sorted_indices()
+        arrays["operators/mass_matrix_data"] = mass.data
+        arrays["operators/mass_matrix_indices"] = mass.indices.astype(np.int64)
+        arrays["operators/mass_matrix_indptr"] = mass.indptr.astype(np.int64)
         if self.recipe.prior == "kl":
             arrays["operators/kl_basis"] = self.kl_basis
             arrays["operators/kl_eigenvalues"] = self.kl_eigenvalues
+        else:
+            arrays["operators/spde_coefficients"] = np.array(
+                matern_spde_coefficients(self.recipe.variance, self.recipe.correlation_length))
+            arrays["operators/spde_scale"] = self.spde_scale
         return arrays
 
     def file_attrs(self) -> dict[str, Any]:

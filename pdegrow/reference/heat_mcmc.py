@@ -20,8 +20,9 @@ A Aᵀ the average of their covariance and H⁻¹.
 
 Chains start overdispersed (ξ₀ = ξ_MAP + 1.5 A z, z ~ N(0, I)) so that split-R̂
 (:mod:`pdegrow.reference.diagnostics`) can detect chains that have not mixed. Samples whose
-R̂ exceeds the threshold are run for further blocks of ``steps`` draws (then only the later
-half of their draws counts), up to ``max_steps``.
+R̂ exceeds the threshold after a block of ``steps`` draws get their proposal refitted to that
+block (mean and covariance of its C × steps draws), everything drawn so far counts as warm-up,
+and a new block is drawn, up to ``max_steps`` steps in all.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class McmcResult:
     ess: np.ndarray             # (n, d)
     acceptance: np.ndarray      # (2, n) of the independence and the random-walk moves after warm-up
     scale: np.ndarray           # (n,) random-walk step scale s
-    draws_per_chain: np.ndarray  # (n,) draws used (after warm-up, latest half when extended)
+    draws_per_chain: np.ndarray  # (n,) draws kept per chain (after the last adaptation)
     steps_run: np.ndarray       # (n,) total steps after warm-up
 
 
@@ -141,6 +142,7 @@ def sample_posterior(posterior: HeatPosterior, y: torch.Tensor, xi_map: torch.Te
     steps_run = np.zeros(n, dtype=np.int64)
     todo = torch.arange(n)
     rhat = np.full((n, d), np.inf)
+    first_kept = [0] * n
     while len(todo):
         rows = (todo[:, None] * C + torch.arange(C)).reshape(-1)
         k = len(todo)
@@ -163,10 +165,20 @@ def sample_posterior(posterior: HeatPosterior, y: torch.Tensor, xi_map: torch.Te
         for j, i in enumerate(todo.tolist()):
             blocks_xi[i].append(draws[j])
             blocks_sum[i].append((s_m[j], s_m2[j], s_e[j]))
-            use = blocks_xi[i][len(blocks_xi[i]) // 2:]
+            use = blocks_xi[i][first_kept[i]:]
             rhat[i] = split_rhat(np.concatenate(use, axis=1).transpose(2, 0, 1))
             if not np.all(rhat[i] <= rhat_max) and steps_run[i] + steps <= max_steps:
                 still.append(i)
+        if still:
+            # not yet converged: refit those samples' proposals on their latest block (C × steps draws,
+            # pooled), count what was drawn so far as warm-up and draw a new block with the refitted kernel
+            sel = torch.as_tensor(still, dtype=torch.long)
+            latest = torch.as_tensor(np.stack([blocks_xi[i][-1] for i in still]), dtype=dt)   # (k, C, T, d)
+            mu, A_new = moment_fit(latest.reshape(len(still), -1, d))
+            rows_sel = (sel[:, None] * C + torch.arange(C)).reshape(-1)
+            mu_r[rows_sel], A_r[rows_sel] = rep(mu), rep(A_new)
+            for i in still:
+                first_kept[i] = len(blocks_xi[i])
         todo = torch.as_tensor(still, dtype=torch.long)
 
     N = m.shape[1]
@@ -175,7 +187,7 @@ def sample_posterior(posterior: HeatPosterior, y: torch.Tensor, xi_map: torch.Te
     ess_out = np.zeros((n, d))
     used = np.zeros(n, dtype=np.int64)
     for i in range(n):
-        first = len(blocks_xi[i]) // 2
+        first = first_kept[i]
         x = np.concatenate(blocks_xi[i][first:], axis=1)               # (C, T, d)
         cnt = x.shape[1] * C
         used[i] = x.shape[1]
