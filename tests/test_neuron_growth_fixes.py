@@ -101,3 +101,35 @@ def test_gradmax_adds_no_more_units_than_the_rank_of_g():
     assert prop is not None and prop.k == 2 and prop.info["rank"] == 2
     per_unit = fan_in_gradient(prop.fan_out, gcross).norm(dim=1)
     assert bool((per_unit > 1e-8 * per_unit.max()).all())
+
+
+def test_trust_region_scale_on_a_first_order_model():
+    """J(γ) = J₀ − cγ + kγ²: realised/predicted = 1 − kγ/c ≥ ½ iff γ ≤ c/(2k), the minimiser."""
+    from pdegrow.growth.topological import trust_region_scale
+
+    c, k, j0 = 0.3, 2.0, 1.0
+    ch = trust_region_scale(lambda g: j0 - c * g + k * g * g, lambda g: -c * g, loss0=j0, start=1e-3,
+                            max_evals=12)
+    assert ch.valid and 0 < ch.eps <= c / (2 * k) + 1e-15 and 0.5 <= ch.ratio <= 1.0
+    assert all(e > 0 for e, _ in ch.evaluations)                     # one sign only
+    far = trust_region_scale(lambda g: j0 - c * g + k * g * g, lambda g: -c * g, loss0=j0, start=10.0,
+                             max_evals=12)
+    assert far.valid and far.eps <= c / (2 * k)                      # shrinks back into the region
+
+
+def test_tiny_amplitude_stays_in_the_first_order_regime():
+    model, y, t = collinear_case(dup=0.3)
+    ctx = make_ctx(model, y, t)
+    j0 = ctx.train_loss()
+    strat = build_strategy("tiny", {"neurons": 2})
+    strat.setup(ctx)
+    prop = strat.propose(ctx)
+    assert prop is not None and prop.info["amplitude"] == "trust_region" and prop.info["first_order_valid"]
+    gamma, coef = prop.info["gamma"], prop.info["first_order_coefficient"]
+    assert prop.predicted_change == pytest.approx(-gamma * coef)
+    strat.apply(ctx, prop)
+    realised = ctx.train_loss() - j0
+    assert realised == pytest.approx(prop.info["line_search_change"], rel=1e-9, abs=1e-14)
+    assert 0.5 <= realised / prop.predicted_change <= 2.0
+    with pytest.raises(Exception, match="amplitude"):
+        build_strategy("tiny", {"amplitude": "largest"})

@@ -33,7 +33,13 @@ V_goal = [g_1 … g_n] (m × n), B = [h̃_1 … h̃_n], B_{l−2} = [x̃_1 … x
 4. **Amplitude** γ ≥ 0: W ← W + γ ΔW*, new neurons √γ α_k, √γ ω_k; to first order
    J(γ) − J(0) = −γ·c with c = tr(ΔW* N_hid) + σ′(0) Σ_k α_kᵀ N_in ω_k
    (= σ′(0) Σ_k λ_k² exactly when no projection is made, ``project = false``);
-   γ from a line search on the training loss (:func:`~pdegrow.growth.topological.line_search_epsilon`).
+   γ (``amplitude = "trust_region"``, the default) as large as the first-order model holds:
+   grown/shrunk by 2 from the γ that predicts a ``target_decrease`` of J while the realised
+   change stays within [``ratio_min``, 1/``ratio_min``] of −γ·c
+   (:func:`~pdegrow.growth.topological.trust_region_scale`); or (``"line_search"``, the
+   former behaviour) the minimiser of the training loss along the update
+   (:func:`~pdegrow.growth.topological.line_search_epsilon`), which on 50 training
+   samples takes γ ≈ 5–14, far past the linear regime, and overfits in one step.
 5. **Where**: the layer with the largest first-order coefficient c (the
    expected loss decrease per unit amplitude) among all hidden layers.
 
@@ -60,7 +66,7 @@ from pdegrow.growth.neurons import (
     widen_with_update,
 )
 from pdegrow.growth.statistics import LayerKey, LayerStatistics, shared_statistics
-from pdegrow.growth.topological import line_search_epsilon
+from pdegrow.growth.topological import line_search_epsilon, trust_region_scale
 
 # --------------------------------------------------------------------------- the mathematics
 
@@ -219,6 +225,9 @@ def apply_tiny(model: nn.Module, prop: TinyProposal, gamma: float) -> None:
 
 # --------------------------------------------------------------------------- the strategy
 
+#: How γ is chosen: within the first-order model's trust region, or the training loss's minimiser.
+AMPLITUDES = ("trust_region", "line_search")
+
 
 @register_strategy
 class TinyStrategy(NeuronGrowth):
@@ -231,7 +240,8 @@ class TinyStrategy(NeuronGrowth):
     def __init__(self, neurons: int = 4, every: int = 0, max_events: int = 10, max_params: int | None = None,
                  max_width: int | None = None, threshold: float = 0.1, update_existing: bool = True,
                  project: bool = True, target_decrease: float = 0.01, line_search_evals: int = 12,
-                 refine_steps: int = 4, min_gain: float = 0.0, rel_tol: float = 1e-10, ridge: float = 1e-2):
+                 refine_steps: int = 4, min_gain: float = 0.0, rel_tol: float = 1e-10, ridge: float = 1e-2,
+                 amplitude: str = "trust_region", ratio_min: float = 0.5):
         super().__init__(neurons=neurons, every=every, max_events=max_events, max_params=max_params,
                          max_width=max_width)
         if not 0.0 <= threshold < 1.0:
@@ -243,6 +253,11 @@ class TinyStrategy(NeuronGrowth):
         if ridge < 0:
             raise ValueError(f"ridge must be ≥ 0, got {ridge}")
         self.ridge = float(ridge)
+        if amplitude not in AMPLITUDES:
+            raise ValueError(f"amplitude must be one of {', '.join(AMPLITUDES)}, got {amplitude!r}")
+        if not 0.0 < ratio_min < 1.0:
+            raise ValueError(f"ratio_min must be in (0, 1), got {ratio_min}")
+        self.amplitude, self.ratio_min = amplitude, float(ratio_min)
         self._pending: tuple[TinyProposal, float] | None = None
 
     def setup(self, ctx: GrowthContext) -> None:
@@ -283,22 +298,30 @@ class TinyStrategy(NeuronGrowth):
                 return float(ctx.train_loss())
 
             gamma0 = self.target_decrease * max(abs(j0), 1e-30) / best.coefficient
-            ls = line_search_epsilon(loss_at, eps_init=gamma0, both_signs=False,
-                                     max_evals=self.line_search_evals, refine_steps=self.refine_steps)
+            if self.amplitude == "line_search":
+                ls = line_search_epsilon(loss_at, eps_init=gamma0, both_signs=False,
+                                         max_evals=self.line_search_evals, refine_steps=self.refine_steps)
+                gamma, change, valid = ls.eps, ls.loss - ls.loss0, None
+            else:
+                coef = best.coefficient
+                tr = trust_region_scale(loss_at, lambda g: -g * coef, loss0=j0, start=gamma0,
+                                        ratio_min=self.ratio_min, max_evals=self.line_search_evals)
+                gamma, change, valid = tr.eps, tr.realised, tr.valid
         finally:
             probe.remove()
-        if ls.eps <= 0.0:
+        if gamma <= 0.0:
             return None
-        self._pending = (best, ls.eps)
+        self._pending = (best, gamma)
         info: dict[str, Any] = {
-            "gamma": ls.eps, "first_order_coefficient": best.coefficient, "gain": best.neurons.gain,
+            "gamma": gamma, "first_order_coefficient": best.coefficient, "gain": best.neurons.gain,
             "lambdas": [float(v) for v in best.neurons.lambdas[: max(best.neurons.k, 1) + 2]],
-            "update_norm": best.update_norm, "applied_update_norm": ls.eps * best.update_norm,
-            "ridge": self.ridge, "line_search_change": ls.loss - ls.loss0,
+            "update_norm": best.update_norm, "applied_update_norm": gamma * best.update_norm,
+            "ridge": self.ridge, "amplitude": self.amplitude, "line_search_change": change,
+            "ratio": change / (-gamma * best.coefficient), "first_order_valid": valid,
             "coefficients": {f"{p.key[0]}.{p.key[1]}": p.coefficient for p in props},
             "proposal_s": round(time.perf_counter() - t0, 4)}
         return GrowthProposal("custom", depth=best.key[0], layer=best.key[1], k=best.neurons.k,
-                              predicted_change=-ls.eps * best.coefficient, info=info)
+                              predicted_change=-gamma * best.coefficient, info=info)
 
     def apply(self, ctx: GrowthContext, proposal: GrowthProposal) -> None:
         if self._pending is None:

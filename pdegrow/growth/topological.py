@@ -73,6 +73,7 @@ __all__ = [
     "states_and_costates",
     "top_eigenpairs",
     "topological_derivatives",
+    "trust_region_scale",
 ]
 
 #: σ″(0) of :func:`admissible_activation`.
@@ -744,21 +745,48 @@ def choose_epsilon(
 
     Start where the model predicts a decrease of ``target_decrease``·|J₀|:
     ε₀ = min(√(2·target·|J₀|/C), ε_max); try both signs (the second-order term
-    is even in ε, the cubic one is not) and keep the better one.  Then, a
-    trust region on the ratio ρ = realised/predicted: while ρ ∈ [ρ_min, 1/ρ_min]
-    and the loss still decreases, grow ε by ``growth`` (never beyond ε_max);
-    while ρ is outside, shrink ε by ``growth``.  The chosen ε has the lowest
-    loss among the evaluations where the model held (else among those that
-    decreased the loss at all, flagged ``valid = False``; else ε = 0).
-    ≤ ``max_evals`` evaluations of ``loss_at`` (ε = 0 is ``loss0``, not evaluated).
+    is even in ε, the cubic one is not) and keep the better one; then
+    :func:`trust_region_scale`.
     """
     if not (coefficient > 0 and math.isfinite(coefficient)):
         raise ValueError(f"the second-order coefficient must be positive and finite, got {coefficient}")
+    start = math.sqrt(2.0 * target_decrease * max(abs(loss0), 1e-30) / coefficient)
+    return trust_region_scale(loss_at, lambda e: predicted_change(e, coefficient), loss0=loss0, start=start,
+                              scale_max=eps_max, ratio_min=ratio_min, growth=growth, max_evals=max_evals,
+                              both_signs=True)
+
+
+def trust_region_scale(
+    loss_at: Callable[[float], float],
+    predicted_at: Callable[[float], float],
+    *,
+    loss0: float,
+    start: float,
+    scale_max: float = math.inf,
+    ratio_min: float = 0.5,
+    growth: float = 2.0,
+    max_evals: int = 8,
+    both_signs: bool = False,
+) -> EpsilonChoice:
+    """The scale s of a growth step from a local model ``predicted_at(s)`` ≈ J(s) − J(0) < 0, checked.
+
+    From s₀ = min(``start``, ``scale_max``) (and −s₀ with ``both_signs``, keeping
+    the better sign), a trust region on the ratio ρ = realised/predicted:
+    while ρ ∈ [ρ_min, 1/ρ_min] and the loss still decreases, grow s by
+    ``growth`` (never beyond ``scale_max``); while ρ is outside, shrink s by
+    ``growth``.  The chosen s has the lowest loss among the evaluations where
+    the model held (else among those that decreased the loss at all, flagged
+    ``valid = False``; else s = 0).  ≤ ``max_evals`` evaluations of ``loss_at``
+    (s = 0 is ``loss0``, not evaluated).  Unlike a line search for the minimum of
+    the training loss, the step stays where the model that proposed it holds.
+    """
     if not 0.0 < ratio_min < 1.0:
         raise ValueError(f"ratio_min must be in (0, 1), got {ratio_min}")
-    if not (eps_max > 0):
-        raise ValueError(f"eps_max must be positive, got {eps_max}")
-    eps_start = min(math.sqrt(2.0 * target_decrease * max(abs(loss0), 1e-30) / coefficient), eps_max)
+    if not (scale_max > 0):
+        raise ValueError(f"the scale bound must be positive, got {scale_max}")
+    if not (start > 0 and math.isfinite(start)):
+        raise ValueError(f"the start scale must be positive and finite, got {start}")
+    s0 = min(start, scale_max)
     evals: list[tuple[float, float]] = []
 
     def realised(e: float) -> float:
@@ -767,39 +795,43 @@ def choose_epsilon(
         evals.append((e, d))
         return d
 
-    def ratio(e: float, d: float) -> float:
-        return d / predicted_change(e, coefficient)
-
     def ok(e: float, d: float) -> bool:
-        r = ratio(e, d)
+        pred = predicted_at(e)
+        if not pred < 0:
+            return False
+        r = d / pred
         return ratio_min <= r <= 1.0 / ratio_min
 
-    budget = max(2, int(max_evals))
-    d_pos, d_neg = realised(eps_start), realised(-eps_start)
-    sign = 1.0 if d_pos <= d_neg else -1.0
-    e, d = eps_start, min(d_pos, d_neg)
-    budget -= 2
-    if ok(e, d):
-        while budget > 0 and e < eps_max:
-            e2 = min(e * growth, eps_max)
+    budget = max(2 if both_signs else 1, int(max_evals))
+    d = realised(s0)
+    sign = 1.0
+    if both_signs:
+        d_neg = realised(-s0)
+        if d_neg < d:
+            sign, d = -1.0, d_neg
+    e = s0
+    budget -= 2 if both_signs else 1
+    if ok(sign * e, d):
+        while budget > 0 and e < scale_max:
+            e2 = min(e * growth, scale_max)
             d2 = realised(sign * e2)
             budget -= 1
-            if not (d2 < d and ok(e2, d2)):
+            if not (d2 < d and ok(sign * e2, d2)):
                 break
             e, d = e2, d2
     else:
-        while budget > 0 and not ok(e, d):
+        while budget > 0 and not ok(sign * e, d):
             e = e / growth
             d = realised(sign * e)
             budget -= 1
-    valid = [(x, v) for x, v in evals if v < 0 and ok(abs(x), v)]
+    valid = [(x, v) for x, v in evals if v < 0 and ok(x, v)]
     decreasing = [(x, v) for x, v in evals if v < 0]
     pool = valid or decreasing
     if not pool:
-        return EpsilonChoice(0.0, 0.0, 0.0, math.nan, False, eps_start, eps_max, evals)
+        return EpsilonChoice(0.0, 0.0, 0.0, math.nan, False, s0, scale_max, evals)
     best_e, best_d = min(pool, key=lambda p: p[1])
-    pred = predicted_change(best_e, coefficient)
-    return EpsilonChoice(best_e, pred, best_d, best_d / pred, bool(valid), eps_start, eps_max, evals)
+    pred = predicted_at(best_e)
+    return EpsilonChoice(best_e, pred, best_d, best_d / pred, bool(valid), s0, scale_max, evals)
 
 
 @dataclass
