@@ -13,7 +13,7 @@ from pdegrow.contract import open_dataset
 from pdegrow.data.checks import check_finite
 from pdegrow.data.loaders import LazySplit, MemorySplit, Split
 from pdegrow.data.noise import noisy_copy
-from pdegrow.data.normalize import Standardizer, input_transform
+from pdegrow.data.normalize import Standardizer, input_transform, inverse_input_transform
 from pdegrow.data.splits import make_splits
 from pdegrow.errors import DataContractError, PdegrowError
 from pdegrow.training.config import DataConfig
@@ -48,7 +48,8 @@ class DataBundle:
         return self.target_norm.inverse(z)
 
     def to_physical_input(self, z: torch.Tensor) -> torch.Tensor:
-        return self.input_norm.inverse(z)
+        """The raw input (e.g. the observations y, not log y) from its normalised value."""
+        return inverse_input_transform(self.input_norm.inverse(z), self.cfg.input_transform)
 
 
 def _check_name(f: Any, name: str, path: str) -> None:

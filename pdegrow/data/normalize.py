@@ -26,6 +26,16 @@ def input_transform(x: Any, kind: str) -> Any:
     raise ValueError(f"unknown input transform {kind!r} (none, log)")
 
 
+def inverse_input_transform(z: torch.Tensor, kind: str) -> torch.Tensor:
+    """The raw input from its transformed value: ``none``: z; ``log``: e^z (the sign of a negative
+    raw input is lost by ``log``; the heat observations it is meant for are positive)."""
+    if kind == "none":
+        return z
+    if kind == "log":
+        return torch.exp(z)
+    raise ValueError(f"unknown input transform {kind!r} (none, log)")
+
+
 class Standardizer:
     """x ↦ (x − μ)/σ; ``feature``: μ, σ per entry of a sample; ``scalar``: one μ, σ; ``none``: identity."""
 

@@ -80,6 +80,8 @@ class TrainConfig:
     min_delta: float = 1e-4                # relative improvement that counts
     restore_best: bool = True              # at a phase end, go back to its best validation weights
     loss: Literal["mse", "relative_mse", "cross_entropy"] = "mse"   # cross_entropy: one-hot/soft targets
+    supervised_weight: float = 1.0         # weight of the data loss against the labels
+    posterior_weight: float = 0.0          # heat, KL target: + w · mean −log π(ŷ | y) / S (label-free)
 
 
 @dataclass
@@ -130,6 +132,7 @@ RULES: dict[tuple[str, str], tuple[Any, str]] = {
     ("optim", "batch_size"): _POSITIVE, ("optim", "step_size"): _POSITIVE, ("optim", "gamma"): _POSITIVE,
     ("train", "max_epochs"): _POSITIVE, ("train", "phase_epochs"): _POSITIVE,
     ("train", "patience"): _POSITIVE, ("train", "min_delta"): _NON_NEGATIVE,
+    ("train", "supervised_weight"): _NON_NEGATIVE, ("train", "posterior_weight"): _NON_NEGATIVE,
     ("regularizers", "physics_weight"): _NON_NEGATIVE,
     ("regularizers", "model_constrained_weight"): _NON_NEGATIVE,
     ("regularizers", "manifold_weight"): _NON_NEGATIVE, ("regularizers", "manifold_factor"): _POSITIVE,
@@ -191,6 +194,9 @@ def build_config(values: dict[str, Any], source: str) -> ExperimentConfig:
     if not isinstance(strategy, str):
         raise PdegrowError(f"{source}: [growth] strategy must be a string")
     cfg = ExperimentConfig(**kwargs, strategy=strategy, growth=growth)
+    if cfg.train.supervised_weight == 0 and cfg.train.posterior_weight == 0:
+        raise PdegrowError(f"{source}: [train] supervised_weight and posterior_weight are both 0: "
+                           f"nothing to train on")
     from pdegrow.growth.base import build_strategy
 
     try:

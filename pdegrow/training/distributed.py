@@ -57,7 +57,7 @@ from pdegrow.regularizers.terms import Forward
 from pdegrow.training import problems
 from pdegrow.training.config import ExperimentConfig
 from pdegrow.training.runlog import write_json
-from pdegrow.training.trainer import Trainer, data_loss
+from pdegrow.training.trainer import Trainer
 
 DEFAULT_PORT = 29500
 TIMEOUT_ENV = "PDEGROW_DIST_TIMEOUT"      # seconds a collective may wait (default 1800)
@@ -361,7 +361,7 @@ class DistributedTrainer(Trainer):
                 else:
                     fwd = Forward(self.model, pred, states, self.data.to_physical_target,
                                   self.data.to_physical_input)
-                    loss = data_loss(pred, batch.targets, self.cfg.train.loss)
+                    loss = self._objective(pred, batch)
                     total = loss
                     for term in self.terms:
                         total = total + term(batch, fwd)

@@ -19,8 +19,9 @@ from pdegrow.regularizers.heat_physics import (
     ModelConstrainedTerm,
     field_from_prediction,
 )
+from pdegrow.regularizers.heat_posterior import PosteriorTerm
 from pdegrow.regularizers.terms import LossTerm
-from pdegrow.training.config import RegularizerConfig
+from pdegrow.training.config import RegularizerConfig, TrainConfig
 
 FIELD = "targets/log_conductivity"
 
@@ -47,6 +48,29 @@ def physics_terms(data: DataBundle, cfg: RegularizerConfig, ops: HeatOperators |
     if cfg.model_constrained_weight > 0:
         terms.append(ModelConstrainedTerm(cfg.model_constrained_weight, ops, data.cfg.target))
     return terms
+
+
+def posterior_term(data: DataBundle, cfg: TrainConfig, ops: HeatOperators | None) -> PosteriorTerm | None:
+    """The label-free −log π(ŷ | y) term of the objective, when ``[train] posterior_weight > 0``."""
+    from pdegrow.errors import PdegrowError
+
+    if cfg.posterior_weight <= 0:
+        return None
+    level, model = data.noise
+    if ops is None or ops.kl_basis is None:
+        what = f"the {data.problem!r} problem" + ("" if ops is None else " with no KL basis")
+        raise PdegrowError(f"posterior_weight > 0 needs a heat data set with a KL prior; "
+                           f"{data.path} holds {what}")
+    if not data.cfg.target.endswith("kl_coefficients"):
+        raise PdegrowError(f"posterior_weight > 0 needs [data] target = 'targets/kl_coefficients' "
+                           f"(the prior is N(0, I) in them), not {data.cfg.target!r}")
+    if data.cfg.input != "inputs/observations":
+        raise PdegrowError(f"posterior_weight > 0 needs [data] input = 'inputs/observations' "
+                           f"(the noisy sensor values), not {data.cfg.input!r}")
+    if model != "relative" or not level > 0:
+        raise PdegrowError(f"posterior_weight > 0 needs relative noise of positive level; {data.path} "
+                           f"has noise_model={model!r}, noise_level={level}")
+    return PosteriorTerm(cfg.posterior_weight, ops, level)
 
 
 def recovered_field(pred_phys: torch.Tensor, data: DataBundle, ops: HeatOperators | None,

@@ -127,6 +127,7 @@ class Trainer:
         self.data = prepare_data(self.data_path, cfg.data, cfg.run.seed, self.device, self.dtype, splits)
         self.ops = problems.heat_operators(self.data, self.device, self.dtype)
         self.global_terms = problems.physics_terms(self.data, cfg.regularizers, self.ops)
+        self.posterior = problems.posterior_term(self.data, cfg.train, self.ops)
         train_inputs = self.data.train.inputs if isinstance(self.data.train, MemorySplit) else None
         self.kit = RegularizerKit(cfg.regularizers, len(self.data.train), train_inputs)
         self.strategy: GrowthStrategy = build_strategy(cfg.strategy, cfg.growth)
@@ -236,8 +237,19 @@ class Trainer:
         pred, states = self.model(batch.inputs, return_states=True)
         return Forward(self.model, pred, states, self.data.to_physical_target, self.data.to_physical_input)
 
+    def _objective(self, pred: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """The training objective of a batch: w_s · data loss (+ w_p · the heat posterior term)."""
+        t = self.cfg.train
+        loss = data_loss(pred, batch.targets, t.loss)
+        if t.supervised_weight != 1.0:
+            loss = t.supervised_weight * loss
+        if self.posterior is not None:
+            loss = loss + self.posterior(batch, Forward(self.model, pred, [], self.data.to_physical_target,
+                                                        self.data.to_physical_input))
+        return loss
+
     def _batch_loss(self, batch: Batch) -> torch.Tensor:
-        return data_loss(self.model(batch.inputs), batch.targets, self.cfg.train.loss)
+        return self._objective(self.model(batch.inputs), batch)
 
     @torch.no_grad()
     def train_loss(self) -> float:
@@ -260,7 +272,7 @@ class Trainer:
         for batch in batches:
             pred = self.model(batch.inputs)
             b = len(batch)
-            loss = float(data_loss(pred, batch.targets, self.cfg.train.loss))
+            loss = float(self._objective(pred, batch))
             sums["loss"] = sums.get("loss", 0.0) + loss * b
             metrics = problems.batch_metrics(self.data.to_physical_target(pred),
                                              self.data.to_physical_target(batch.targets), batch, self.data,
@@ -285,7 +297,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
                 fwd = self._forward(batch)
-                loss = data_loss(fwd.prediction, batch.targets, self.cfg.train.loss)
+                loss = self._objective(fwd.prediction, batch)
                 total = loss
                 for term in self.terms:
                     total = total + term(batch, fwd)
@@ -297,7 +309,7 @@ class Trainer:
             b = len(batch)
             totals["train_loss"] += float(total.detach()) * b
             totals["train_data_loss"] += float(loss.detach()) * b
-            for term in self.terms:
+            for term in [*self.terms, *([self.posterior] if self.posterior is not None else [])]:
                 key = f"term_{term.name}"
                 totals[key] = totals.get(key, 0.0) + term.last_value * b
             n += b
