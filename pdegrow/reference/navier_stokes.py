@@ -164,7 +164,7 @@ def load_data(path: str | os.PathLike, indices: np.ndarray, assumed_noise_level:
     return data
 
 
-def _device(name: str) -> torch.device:
+def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -283,7 +283,7 @@ def run_reference(data_path: str | os.PathLike, method: str, samples: np.ndarray
     progress = o.pop("progress")
     indices = np.asarray(samples, dtype=np.int64).reshape(-1)
     data = load_data(data_path, indices, o["assumed_noise_level"])
-    device = _device(str(o["device"]))
+    device = resolve_device(str(o["device"]))
     post = build(data, device, int(o["checkpoint_every"]))
     t_start, cpu_start = time.perf_counter(), time.process_time()
 
