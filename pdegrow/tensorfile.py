@@ -140,14 +140,13 @@ def to_bytes(tree: Any, metadata: dict[str, str] | None = None) -> bytes:
 
 
 def save(path: str | Path, tree: Any, metadata: dict[str, str] | None = None) -> None:
-    """Write ``tree`` to ``path`` atomically (a ``.tmp`` sibling renamed over it, fsync'ed)."""
+    """Write ``tree`` to ``path`` atomically: a ``.tmp`` sibling renamed over it, so a killed process
+    leaves the old file or the new one, never a part. (No fsync: a checkpoint is written every
+    epoch, and syncing each would cost more than the epoch of a small network.)"""
     path = Path(path)
     data = to_bytes(tree, metadata)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+    tmp.write_bytes(data)
     os.replace(tmp, path)
 
 
