@@ -155,7 +155,7 @@ def plot_layer_evolution(labels: list[str], fields: list[np.ndarray], true: np.n
 
 
 def write_report(run_dir: str | Path, data_path: str | None = None, out: str | Path | None = None,
-                 n_examples: int = 3) -> list[Path]:
+                 n_examples: int = 3, reference: str | None = None) -> list[Path]:
     """Write the figures and ``report.md`` of a run into ``out`` (default ``RUN_DIR/report``)."""
     run_dir = Path(run_dir)
     info = read_run(run_dir)
@@ -188,7 +188,7 @@ def write_report(run_dir: str | Path, data_path: str | None = None, out: str | P
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     data_path = data_path or info.get("data")
     if (run_dir / "model.pt").is_file() and data_path and Path(data_path).is_file():
-        written += _field_figures(run_dir, data_path, out, n_examples)
+        written += _field_figures(run_dir, data_path, out, n_examples, reference)
     lines = [f"# Run {run_dir.name}", "", f"- status: {info.get('status')}", f"- data: {info.get('data')}"]
     if summary:
         lines += [f"- strategy: {summary['strategy']}, epochs {summary['epochs']}, "
@@ -257,7 +257,8 @@ def _topological_lines(events: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _field_figures(run_dir: Path, data_path: str, out: Path, n_examples: int) -> list[Path]:
+def _field_figures(run_dir: Path, data_path: str, out: Path, n_examples: int,
+                   reference: str | None = None) -> list[Path]:
     from pdegrow.training.evaluate import field_of, layer_predictions, load_eval_data, load_trained, predict
 
     run = load_trained(run_dir)
@@ -274,4 +275,29 @@ def _field_figures(run_dir: Path, data_path: str, out: Path, n_examples: int) ->
     labels = [lab for lab, _ in layers]
     fields = [field_of(p, data, run.cfg.data.target)[0] for _, p in layers]
     plot_layer_evolution(labels, fields, true[0], data["geometry"], out / "layer_evolution.png")
-    return [out / "fields.png", out / "layer_evolution.png"]
+    return [out / "fields.png", out / "layer_evolution.png",
+            *_reference_figures(run, data, true, out, n_examples, data_path, reference)]
+
+
+def _reference_figures(run: Any, data: dict[str, Any], true: np.ndarray, out: Path, n_examples: int,
+                       data_path: str, reference: str | None) -> list[Path]:
+    """``reference_fields.png`` and ``reference_errors.png`` when the data has a Bayesian reference."""
+    from pdegrow.reference.figures import plot_error_histograms, plot_reference_fields
+    from pdegrow.reference.lookup import load_reference_for
+    from pdegrow.training.evaluate import field_of, predict
+
+    found = load_reference_for(data_path, reference)
+    if found is None:
+        return []
+    ref = found[0]
+    pred = field_of(predict(run, data["inputs"]), data, run.cfg.data.target)
+    written = []
+    idx = np.asarray(data["indices"])
+    have = set(ref.sample_indices.tolist())
+    shown = [j for j, i in enumerate(idx) if int(i) in have][:n_examples]
+    if shown and plot_reference_fields(true[shown], pred[shown], idx[shown], ref, data["geometry"],
+                                       out / "reference_fields.png"):
+        written.append(out / "reference_fields.png")
+    if plot_error_histograms(true, pred, idx, ref, out / "reference_errors.png"):
+        written.append(out / "reference_errors.png")
+    return written

@@ -16,6 +16,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, metavar="FILE", help="HDF5 data set (same problem, same inputs)")
     p.add_argument("--split", choices=("train", "val", "test", "all"),
                    help="samples to score (default: test for the run's own file, all otherwise)")
+    p.add_argument("--reference", metavar="FILE",
+                   help="Bayesian reference file ('pdegrow reference'; default: DATA_STEM.reference-"
+                   "{mcmc,laplace,map}.h5 beside the data, when present): prints the gap error/reference - 1")
+    p.add_argument("--no-reference", action="store_true", help="do not look for a reference")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(run=run)
 
@@ -24,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
     from pdegrow.training.evaluate import evaluate_run
     from pdegrow.training.runlog import to_json
 
-    result = evaluate_run(args.run_dir, args.data, args.split)
+    result = evaluate_run(args.run_dir, args.data, args.split, reference=args.reference,
+                          use_reference=not args.no_reference)
     if args.json:
         print(to_json(result, indent=1))  # undefined metrics (e.g. all-zero targets) are null
         return 0
@@ -36,4 +41,8 @@ def run(args: argparse.Namespace) -> int:
         value, std = result[key], result[key + "_std"]
         print(f"  {key:<22} " + (f"{value:.4f} ± {std:.4f}" if value == value else
                                  "undefined (every reference is zero)"))
+    if "reference" in result:
+        from pdegrow.reference.lookup import gap_lines
+
+        print("\n".join(gap_lines(result["reference"])))
     return 0

@@ -16,12 +16,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", metavar="FILE", help="data set for the field figures (default: the run's)")
     p.add_argument("--out", metavar="DIR", help="output directory (default: RUN_DIR/report)")
     p.add_argument("--n-examples", type=int, default=3, help="test samples in fields.png (default: 3)")
+    p.add_argument("--reference", metavar="FILE",
+                   help="Bayesian reference of the data ('pdegrow reference'; default: DATA_STEM.reference-"
+                   "{mcmc,laplace,map}.h5 beside the data, when present): adds reference_fields.png "
+                   "(true / network / MAP / posterior mean / posterior std) and reference_errors.png")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from pdegrow.reporting import write_report
 
-    for path in write_report(args.run_dir, args.data, args.out, args.n_examples):
+    for path in write_report(args.run_dir, args.data, args.out, args.n_examples, reference=args.reference):
         print(path)
     return 0

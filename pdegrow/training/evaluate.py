@@ -158,8 +158,11 @@ def field_of(pred: np.ndarray, data: dict[str, Any], target: str) -> np.ndarray 
         return None
 
 
-def evaluate_run(run_dir: str | Path, data_path: str, split: str | None = None) -> dict[str, Any]:
-    """Mean relative errors of a finished run on ``split`` of ``data_path``."""
+def evaluate_run(run_dir: str | Path, data_path: str, split: str | None = None, *,
+                 reference: str | None = None, use_reference: bool = True) -> dict[str, Any]:
+    """Mean relative errors of a finished run on ``split`` of ``data_path``; with a Bayesian reference
+    of the data (``reference``, else the data's default-path one), also the reference and the gap
+    error / reference − 1 on the common samples (``result["reference"]``)."""
     run = load_trained(run_dir)
     data = load_eval_data(run, data_path, split)
     if len(data["indices"]) == 0:
@@ -182,4 +185,13 @@ def evaluate_run(run_dir: str | Path, data_path: str, split: str | None = None) 
         v = v[~torch.isnan(v)]
         result[k] = float(v.mean()) if len(v) else float("nan")
         result[f"{k}_std"] = float(v.std(unbiased=False)) if len(v) else float("nan")
+    if use_reference:
+        from pdegrow.reference.lookup import load_reference_for
+        from pdegrow.reference.results import gap_summary
+
+        found = load_reference_for(data_path, reference)
+        if found is not None:
+            ref, ref_path = found
+            errors = {k: v.detach().cpu().numpy() for k, v in metrics.items()}
+            result["reference"] = {"file": str(ref_path), **gap_summary(ref, errors, data["indices"])}
     return result
