@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ from pdegrow.resources import format_bytes, free_disk_bytes, reserve_disk
 
 WINDOW_BYTES = 64 * 2**20
 """Uncompressed bytes of one dataset's samples gathered in memory before they are written."""
+MAX_OPEN_PARTS = 128
+"""Part files kept open at once while merging."""
 
 
 def sample_sources(parts: list[Path], n_samples: int) -> tuple[np.ndarray, np.ndarray]:
@@ -96,11 +99,15 @@ def merge_parts(out: Path, problem: Any, manifest: dict[str, Any]) -> None:
         if reserved:
             reserve_disk(tmp, bound)  # creating the file released the space: reserve it again
         with h5py.File(tmp, "r+") as f:  # HDF5 cuts the unused reserved tail when it closes the file
-            for name, (shape, dtype) in specs.items():
-                row_bytes = max(1, int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize)
-                window = max(1, WINDOW_BYTES // row_bytes)
-                for lo in range(0, n, window):
-                    _copy_window(files, name, f[name], part_of, row_of, lo, min(lo + window, n))
+            sources = _OpenParts(files)
+            try:
+                for name, (shape, dtype) in specs.items():
+                    row_bytes = max(1, int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize)
+                    window = max(1, WINDOW_BYTES // row_bytes)
+                    for lo in range(0, n, window):
+                        _copy_window(sources, name, f[name], part_of, row_of, lo, min(lo + window, n))
+            finally:
+                sources.close()
             mark_complete(f)
         os.replace(tmp, out)
     except PdegrowError:
@@ -117,30 +124,58 @@ def merge_parts(out: Path, problem: Any, manifest: dict[str, Any]) -> None:
     shutil.rmtree(parts, ignore_errors=True)
 
 
-def _copy_window(files: list[Path], name: str, dst: h5py.Dataset, part_of: np.ndarray,
+class _OpenParts:
+    """The part files, opened read-only on demand; at most ``MAX_OPEN_PARTS`` at a time
+    (least recently used closed first). Damaged files raise :class:`DataContractError`."""
+
+    def __init__(self, files: list[Path]) -> None:
+        self.files = files
+        self.open: OrderedDict[int, h5py.File] = OrderedDict()
+
+    def dataset(self, k: int, name: str) -> h5py.Dataset:
+        try:
+            if k in self.open:
+                self.open.move_to_end(k)
+            else:
+                if len(self.open) >= MAX_OPEN_PARTS:
+                    self.open.popitem(last=False)[1].close()
+                self.open[k] = h5py.File(self.files[k], "r")
+            return self.open[k][name]
+        except (OSError, KeyError) as exc:
+            raise DataContractError(f"part file {self.files[k]} is corrupt ({exc}); delete it to "
+                                    "regenerate its samples") from None
+
+    def close(self) -> None:
+        while self.open:
+            self.open.popitem()[1].close()
+
+
+def _copy_window(parts: _OpenParts, name: str, dst: h5py.Dataset, part_of: np.ndarray,
                  row_of: np.ndarray, lo: int, hi: int) -> None:
     """dst[lo:hi] from the part files: read grouped by part file, then written in sample order."""
     rows: list[Any] = [None] * (hi - lo)
     window_parts = part_of[lo:hi]
+    window_rows = row_of[lo:hi]
     tail = (0,) * (dst.ndim - 1)
-    for k in np.unique(window_parts):
+    for k in np.unique(window_parts).tolist():
         positions = np.flatnonzero(window_parts == k)
-        path = files[int(k)]
+        src = parts.dataset(k, name)
+        raw = (src.chunks is not None and src.chunks == dst.chunks and src.compression == dst.compression
+               and src.shuffle == dst.shuffle and src.dtype == dst.dtype)
         try:
-            with h5py.File(path, "r") as p:
-                src = p[name]
-                raw = (src.chunks is not None and src.chunks == dst.chunks
-                       and src.compression == dst.compression and src.shuffle == dst.shuffle
-                       and src.dtype == dst.dtype)
-                for pos in positions.tolist():
-                    row = int(row_of[lo + pos])
-                    rows[pos] = (True, src.id.read_direct_chunk((row, *tail))) if raw else (False, src[row])
-        except (OSError, KeyError) as exc:
-            raise DataContractError(f"part file {path} is corrupt ({exc}); delete it to "
+            if raw:
+                read = src.id.read_direct_chunk
+                for pos, row in zip(positions.tolist(), window_rows[positions].tolist(), strict=True):
+                    rows[pos] = read((row, *tail))
+            else:
+                for pos, row in zip(positions.tolist(), window_rows[positions].tolist(), strict=True):
+                    rows[pos] = src[row]
+        except OSError as exc:
+            raise DataContractError(f"part file {parts.files[k]} is corrupt ({exc}); delete it to "
                                     "regenerate its samples") from None
-    for pos, (raw, value) in enumerate(rows):
-        if raw:
-            mask, chunk = value
-            dst.id.write_direct_chunk((lo + pos, *tail), chunk, mask)
+    write = dst.id.write_direct_chunk
+    for pos, value in enumerate(rows):
+        if isinstance(value, tuple):
+            write((lo + pos, *tail), value[1], value[0])
         else:
             dst[lo + pos] = value

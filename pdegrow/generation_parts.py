@@ -69,8 +69,15 @@ def write_manifest(parts: Path, manifest: dict[str, Any]) -> None:
         raise write_error(path, exc) from None
 
 
-def write_part(path: Path, indices: list[int], samples: list[dict[str, np.ndarray]]) -> None:
-    """Write buffered samples to a part file atomically (temporary name, then rename).
+def stack_samples(samples: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """{name: rows} with rows[k] = samples[k][name]."""
+    return {name: np.stack([s[name] for s in samples]) for name in samples[0]}
+
+
+def write_part(path: Path, indices: list[int] | np.ndarray,
+               samples: list[dict[str, np.ndarray]] | dict[str, np.ndarray]) -> None:
+    """Write samples (a list of samples, or their :func:`stack_samples` rows) to a part file
+    atomically (temporary name, then rename).
 
     The HDF5 file is built in memory and written to disk with plain file I/O: a failed
     write (disk full, quota) is then an ordinary ``OSError`` — HDF5 itself does not survive
@@ -78,10 +85,10 @@ def write_part(path: Path, indices: list[int], samples: list[dict[str, np.ndarra
     :class:`PdegrowError` names the part file and the cause.
     """
     tmp = path.with_name(path.name + ".tmp")
+    stacked = samples if isinstance(samples, dict) else stack_samples(samples)
     with h5py.File(f"{path.name}.image", "w", driver="core", backing_store=False) as f:
         f.create_dataset("indices", data=np.asarray(indices, dtype=np.int64))
-        for name in samples[0]:
-            rows = np.stack([s[name] for s in samples])
+        for name, rows in stacked.items():
             f.create_dataset(name, data=rows, **sample_storage(rows.shape[1:]))
         f.attrs["complete"] = True
         f.flush()

@@ -110,12 +110,47 @@ def test_nan_and_inf_in_a_recipe_are_refused(tmp_path, capsys, problem, args, me
     _nothing_left(tmp_path)
 
 
-def test_a_sample_with_non_finite_values_is_never_written():
-    from pdegrow.generation import require_finite
+class _NaNAt:
+    """A toy forward problem (the driver's protocol, no PDE): sample i is (i, i²), NaN at ``bad``."""
 
-    require_finite(4, {"a": np.ones(3), "b": np.zeros((2, 2))})
-    with pytest.raises(PdegrowError, match=r"targets/x holds non-finite values \(NaN or Inf\) in sample 4"):
-        require_finite(4, {"a": np.ones(3), "targets/x": np.array([1.0, np.inf])})
+    name = "toy"
+
+    def __init__(self, bad: int) -> None:
+        self.bad = bad
+
+    def solve(self, index, rng):
+        value = np.array([index, index**2], dtype=float)
+        return {"targets/y": value * np.nan if index == self.bad else value}
+
+    def sample_specs(self):
+        return {"targets/y": ((2,), np.dtype(np.float64))}
+
+    def static_arrays(self):
+        return {"geometry/x": np.zeros(1)}
+
+    def file_attrs(self):
+        return {}
+
+
+def test_a_sample_with_non_finite_values_is_never_written(tmp_path):
+    from mpi4py import MPI
+
+    from pdegrow.generation import generate, non_finite_rows, read_part_indices
+
+    out = tmp_path / "toy.h5"
+    # parts of 4: samples 0-3 are written, then 4-6 without 7; the run stops there
+    expected = (r"^sample 7 failed: targets/y holds non-finite values \(NaN or Inf\); "
+                r"the 7 samples finished are kept in .*toy\.h5\.parts")
+    with pytest.raises(PdegrowError, match=expected):
+        generate(lambda: _NaNAt(7), problem="toy", config={}, n_samples=10, seed=0, out=out,
+                 flush_every=4, progress=False, comm=MPI.COMM_SELF)
+    assert not out.exists()
+    kept = sorted(int(i) for p in (tmp_path / "toy.h5.parts").glob("part-*.h5") for i in read_part_indices(p))
+    assert kept == [0, 1, 2, 3, 4, 5, 6]
+    rows = {"a": np.ones((3, 2)), "b": np.array([[1.0, 2.0], [np.inf, 0.0], [np.nan, 1.0]])}
+    bad, where = non_finite_rows(rows)
+    assert bad.tolist() == [False, True, True] and where == "b"
+    assert non_finite_rows({"a": np.ones((2, 2, 2))})[1] is None
 
 
 # ---------------------------------------------------------------- 7. sizes
