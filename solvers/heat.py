@@ -108,6 +108,19 @@ class HeatRecipe:
                 if not all(0.0 <= c <= 1.0 for c in s):
                     bad(f"sensor {k} at ({s[0]:g}, {s[1]:g}) lies outside the domain [0, 1]²")
 
+    def memory_bytes(self) -> int:
+        """A lower bound of the memory one rank's forward model takes, from its dense arrays:
+        the observation matrix (sensors × dofs), the P-degree → P1 interpolation (nodes × dofs,
+        degree > 1) and, for the KL prior, the covariance, the dense mass matrix, their product
+        and the eigensolver's copy (4 × nodes²); the sparse operators are not counted."""
+        nodes = (self.nx + 1) * (self.ny + 1)
+        dofs = (self.degree * self.nx + 1) * (self.degree * self.ny + 1)
+        n_sensors = len(self.sensors) if self.sensor_layout == "given" else self.n_sensors
+        dense = n_sensors * dofs + (nodes * dofs if self.degree > 1 else 0)
+        if self.prior == "kl":
+            dense += 4 * nodes * nodes
+        return 8 * dense
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
