@@ -23,6 +23,7 @@ RUN_COLUMNS = ("dataset", "strategy", "seed", "error", "n_params", "depth", "gro
                "train_wall_s", "wall_s")
 TABLE_COLUMNS = ("dataset", "strategy", "metric", "runs", "error_mean", "error_std", "params_mean",
                  "params_std", "growth_events_mean", "epochs_mean", "train_wall_s_mean", "train_wall_s_std")
+REFERENCE_COLUMNS = ("reference_method", "reference_error", "gap")   # data sets with a Bayes reference
 WALL_COLUMNS = ("train_wall_s", "wall_s", "train_wall_s_mean", "train_wall_s_std")
 
 
@@ -93,27 +94,47 @@ def _csv(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
     return buf.getvalue()
 
 
-def markdown_table(cfg: CompareConfig, metric: str, rows: list[dict[str, Any]]) -> str:
+def markdown_table(cfg: CompareConfig, metric: str, rows: list[dict[str, Any]],
+                   ref_rows: list[dict[str, Any]] | None = None) -> str:
+    """The table; with ``ref_rows`` (data sets that have a Bayesian reference) a "Bayes reference" row
+    after each such data set's strategies and a gap column = error / reference − 1."""
+    gap = bool(ref_rows)
     lines = [f"Test {metric}: mean ± std over seeds {', '.join(map(str, cfg.seeds))} "
-             f"(n = runs finished); parameters at the end of training; wall = training wall time.", "",
-             f"| data set | strategy | runs | test {metric} | parameters | growth events | epochs "
-             f"| wall (s) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
+             f"(n = runs finished); parameters at the end of training; wall = training wall time."
+             + (" gap = error / Bayes reference − 1 on the same test samples ('pdegrow reference')."
+                if gap else ""), "",
+             f"| data set | strategy | runs | test {metric} |" + (" gap |" if gap else "")
+             + " parameters | growth events | epochs | wall (s) |",
+             "|---|---|---:|---:|" + ("---:|" if gap else "") + "---:|---:|---:|---:|"]
+    by_data = {r["dataset"]: r for r in ref_rows or []}
+    for i, r in enumerate(rows):
+        g = ""
+        if gap:
+            g = f" {100 * r['gap']:+.1f} % |" if r.get("gap") is not None and r["runs"] else " — |"
         if r["runs"] == 0:
-            lines.append(f"| {r['dataset']} | {r['strategy']} | 0 | — | — | — | — | — |")
-            continue
-        lines.append(f"| {r['dataset']} | {r['strategy']} | {r['runs']} | {r['error_mean']:.4f} ± "
-                     f"{r['error_std']:.4f} | {r['params_mean']:.0f} | {r['growth_events_mean']:.1f} | "
-                     f"{r['epochs_mean']:.0f} | {r['train_wall_s_mean']:.1f} ± {r['train_wall_s_std']:.1f} |")
+            lines.append(f"| {r['dataset']} | {r['strategy']} | 0 | — |{g} — | — | — | — |")
+        else:
+            lines.append(f"| {r['dataset']} | {r['strategy']} | {r['runs']} | {r['error_mean']:.4f} ± "
+                         f"{r['error_std']:.4f} |{g} {r['params_mean']:.0f} | "
+                         f"{r['growth_events_mean']:.1f} | {r['epochs_mean']:.0f} | "
+                         f"{r['train_wall_s_mean']:.1f} ± {r['train_wall_s_std']:.1f} |")
+        last = i + 1 == len(rows) or rows[i + 1]["dataset"] != r["dataset"]
+        ref = by_data.get(r["dataset"])
+        if last and ref is not None:
+            lines.append(f"| {r['dataset']} | **Bayes reference** ({ref['method']}) | — | "
+                         f"{ref['error_mean']:.4f} ± {ref['error_stderr']:.4f} (s.e., n = {ref['n']}) "
+                         "| 0 | — | — | — | — |")
     return "\n".join(lines) + "\n"
 
 
 def write_tables(cfg: CompareConfig, results: list[dict[str, Any]], out: Path) -> list[Path]:
     """``table.md``, ``table.csv`` and ``runs.csv`` in ``out``."""
+    from pdegrow.reference.tables import add_reference_gaps
+
     metric, rows, runs = summarise(cfg, results)
+    ref_rows = add_reference_gaps(cfg, results, rows, metric, out)
     paths = [out / "table.md", out / "table.csv", out / "runs.csv"]
-    atomic_write_text(paths[0], markdown_table(cfg, metric, rows))
-    atomic_write_text(paths[1], _csv(rows, TABLE_COLUMNS))
+    atomic_write_text(paths[0], markdown_table(cfg, metric, rows, ref_rows))
+    atomic_write_text(paths[1], _csv(rows, TABLE_COLUMNS + (REFERENCE_COLUMNS if ref_rows else ())))
     atomic_write_text(paths[2], _csv(runs, RUN_COLUMNS))
     return paths
