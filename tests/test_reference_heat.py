@@ -56,7 +56,8 @@ def test_old_file_without_mass_refused(heat_default_file, tmp_path):
         del f["operators/spde_scale"]
     proc = run_cli("reference", str(old), "--method", "map", "--samples", "0:2", "--no-progress",
                    check=False)
-    assert proc.returncode == 2 and "not described" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.returncode == 2 and "not described" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
     assert not list(tmp_path.glob("old.reference-*"))
 
 
@@ -202,7 +203,8 @@ def test_map_reaches_the_truth_as_the_noise_vanishes(tmp_path):
     for noise in (1e-2, 1e-4):
         out = tmp_path / f"heat-{noise:g}.h5"
         run_cli("generate", "heat", "--preset", "paper", "--set", "nx=8", "--set", "ny=8",
-                "--set", "n_modes=4", "--set", "n_sensors=40", "--set", f"noise_level={noise}", "--n-samples", "4", "--seed", "1",
+                "--set", "n_modes=4", "--set", "n_sensors=40", "--set", f"noise_level={noise}",
+                "--n-samples", "4", "--seed", "1",
                 "--out", str(out), "--no-progress")
         run_cli("reference", str(out), "--method", "map", "--samples", "all", "--no-progress")
         ref = read_reference(tmp_path / f"heat-{noise:g}.reference-map.h5")

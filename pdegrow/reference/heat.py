@@ -61,7 +61,8 @@ def _chunks(n: int, size: int) -> list[slice]:
 
 
 def run_reference(data_path: str | os.PathLike, method: str, indices: np.ndarray, *,
-                  starts: int | None = None, seed: int = 0, chains: int = 4, warmup: int = 300, steps: int = 1000,
+                  starts: int | None = None, seed: int = 0, chains: int = 4, warmup: int = 300,
+                  steps: int = 1000,
                   max_steps: int | None = None, rhat_max: float = 1.05, batch: int | None = None,
                   progress: Progress | None = None) -> ReferenceResult:
     """The ``method`` reference on the samples ``indices`` of a heat file (see the module docstring).
@@ -93,8 +94,8 @@ def run_reference(data_path: str | os.PathLike, method: str, indices: np.ndarray
 
     # --- MAP (every method starts from it)
     parts = []
+    n_chunks = len(_chunks(n, batch))
     for k, sl in enumerate(_chunks(n, batch)):
-        n_chunks = len(_chunks(n, batch))
         cb = None if progress is None else (lambda it, active, k=k: progress("MAP", k, n_chunks))
         parts.append(multistart_map(post, data.y[sl], n_starts=starts, seed=seed + k, callback=cb))
     xi_map = torch.cat([p.xi for p in parts])
@@ -146,7 +147,8 @@ def run_reference(data_path: str | os.PathLike, method: str, indices: np.ndarray
                 worst = int(np.argmax(rhat))
                 raise PdegrowError(
                     f"MCMC did not converge: split-R̂ up to {rhat.max():.3f} > {rhat_max} on "
-                    f"{int(bad.sum())} of {n} samples (worst: sample {int(indices[worst])}) after {max_steps} steps per chain; "
+                    f"{int(bad.sum())} of {n} samples (worst: sample {int(indices[worst])}) after "
+                    f"{max_steps} steps per chain; "
                     f"run longer (e.g. --steps {2 * steps} --max-steps {4 * max_steps}) "
                     "or with more --chains")
             estimates.update({"mean_m": res.mean_m.numpy(), "mean_exp_m": res.mean_exp_m.numpy(),
