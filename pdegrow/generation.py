@@ -38,6 +38,7 @@ from pdegrow.generation_merge import merge_parts
 from pdegrow.generation_output import (
     Claim,
     check_location,
+    check_model_memory,
     check_resources,
     claim_location,
     release,
@@ -184,6 +185,7 @@ def generate(
     flush_every: int = 256,
     progress: bool = True,
     comm: Any = None,
+    model_memory: int = 0,
 ) -> GenerationSummary:
     """Generate ``n_samples`` samples of ``problem`` into ``out``, on every rank of ``comm``.
 
@@ -192,7 +194,9 @@ def generate(
     ranks compile). A rank writes a part file every ``flush_every`` samples, every
     ``BUFFER_BYTES`` of samples or every 30 s, whichever comes first. With ``resume``, an
     ``out`` already complete with the same recipe, seed and size is left as it is (the
-    summary says ``already_complete``).
+    summary says ``already_complete``). ``model_memory`` (bytes, estimated from the recipe)
+    is what one rank's forward model needs: checked against the node's memory before any
+    rank builds it.
     """
     from mpi4py import MPI
 
@@ -209,15 +213,16 @@ def generate(
     if _collective(comm, lambda: check_location(out, manifest, resume, overwrite)):
         return _summary(comm, out, problem, n_samples, 0, start, already_complete=True)
 
-    forward = _build_everywhere(comm, make_problem)
-    specs = forward.sample_specs()
-    one_sample = sample_bytes(specs)
-    rows_per_part = max(1, min(flush_every, BUFFER_BYTES // max(one_sample, 1)))
     local_ranks = 1
     if comm.size > 1:
         node = comm.Split_type(MPI.COMM_TYPE_SHARED)
         local_ranks = node.size
         node.Free()
+    _collective(comm, lambda: check_model_memory(model_memory, local_ranks))
+    forward = _build_everywhere(comm, make_problem)
+    specs = forward.sample_specs()
+    one_sample = sample_bytes(specs)
+    rows_per_part = max(1, min(flush_every, BUFFER_BYTES // max(one_sample, 1)))
     _collective(comm, lambda: check_resources(out, n_samples, one_sample, len(specs), rows_per_part,
                                               local_ranks))
 

@@ -131,13 +131,31 @@ def resource_problem(n_samples: int, one_sample: int, n_arrays: int, rows_per_pa
         return (f"cannot write {{out}}: {n_samples} samples need about {format_bytes(need)} on disk "
                 f"({format_bytes(one_sample)} each, uncompressed, in the part files and again in the "
                 f"merged file) but only {format_bytes(free_disk)} is free in {{where}}")
-    per_rank = 3 * rows_per_part * one_sample
-    if free_memory is not None and per_rank * local_ranks > free_memory:
-        return (f"not enough memory: {local_ranks} rank{'s' if local_ranks > 1 else ''} on this node "
-                f"each need about {format_bytes(per_rank)} to buffer {rows_per_part} sample"
-                f"{'s' if rows_per_part > 1 else ''} of {format_bytes(one_sample)} but only "
-                f"{format_bytes(free_memory)} is available; lower --flush-every or the ranks per node")
-    return None
+    return memory_problem(
+        3 * rows_per_part * one_sample, local_ranks, free_memory,
+        f"to buffer {rows_per_part} sample{'s' if rows_per_part > 1 else ''} of {format_bytes(one_sample)}",
+        "lower --flush-every or the ranks per node")
+
+
+def memory_problem(per_rank: int, local_ranks: int, free_memory: int | None, what: str,
+                   advice: str) -> str | None:
+    """Why ``local_ranks`` ranks needing ``per_rank`` bytes each (``what`` for) cannot fit in
+    ``free_memory``, or None (also when the free memory is unknown)."""
+    if free_memory is None or per_rank * local_ranks <= free_memory:
+        return None
+    return (f"not enough memory: {local_ranks} rank{'s' if local_ranks > 1 else ''} on this node "
+            f"{'each need' if local_ranks > 1 else 'needs'} about {format_bytes(per_rank)} {what} but "
+            f"only {format_bytes(free_memory)} is available; {advice}")
+
+
+def check_model_memory(model_bytes: int, local_ranks: int) -> None:
+    """Refuse to build a forward model whose dense arrays (``model_bytes`` per rank, estimated from
+    the recipe) cannot fit in this node's memory."""
+    problem = memory_problem(model_bytes, local_ranks, available_memory_bytes(),
+                             "for the forward model's dense arrays",
+                             "use a coarser mesh, fewer sensors or modes, or fewer ranks per node")
+    if problem is not None:
+        raise PdegrowError(problem)
 
 
 def claim_location(out: Path, manifest: dict[str, Any], resume: bool, overwrite: bool) -> Claim | None:

@@ -165,6 +165,21 @@ def test_an_impossible_size_is_refused_before_allocating(tmp_path, capsys):
     _nothing_left(tmp_path)
 
 
+def test_a_forward_model_too_big_for_memory_is_refused_before_it_is_built(tmp_path, capsys):
+    from solvers.heat import load_recipe
+
+    # KL prior on a 2000×2000 mesh: 4 dense (2001²)² float64 matrices = 4·8·2001⁴ bytes ≈ 467 TiB
+    recipe = load_recipe("default", None, {"prior": "kl", "nx": 2000, "ny": 2000})
+    assert recipe.memory_bytes() == 8 * (64 * 2001**2 + 4 * 2001**4)
+    out = tmp_path / "d.h5"
+    assert main(["generate", "heat", *SMALL, "--set", 'prior="kl"', "--set", "nx=2000", "--set", "ny=2000",
+                 "--out", str(out)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "not enough memory: 1 rank on this node needs about 467 TiB for the forward model's dense " \
+           "arrays but only" in line
+    _nothing_left(tmp_path)
+
+
 def test_the_remaining_samples_are_dealt_without_a_list_of_all_samples():
     from pdegrow.generation_parts import pending_count, pending_indices
 

@@ -116,4 +116,5 @@ def _generate(args: argparse.Namespace, solver: Any, recipe: Any, comm: Any) -> 
         flush_every=args.flush_every,
         progress=not args.no_progress,
         comm=comm,
+        model_memory=recipe.memory_bytes() if hasattr(recipe, "memory_bytes") else 0,
     )
