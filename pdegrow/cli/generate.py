@@ -21,14 +21,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Draw parameters from the prior, solve the PDE and write inputs, targets, "
         "geometry and operators into one HDF5 file.\n\n"
         "Run under 'mpiexec -n R pdegrow generate …' to split the samples over R ranks; the "
-        "file is identical for any R. A killed run is finished with --resume.",
+        "file is identical for any R. A killed run is finished with --resume.\n\n"
+        "Nothing is written until the recipe, the forward model and the disk and memory the run "
+        "needs have been checked. One run at a time writes an output (OUT.parts/ is locked); a "
+        "failure on any rank stops every rank, keeps the finished samples for --resume and "
+        "prints one line. Exit status: 0 done (or, with --resume, already complete), 2 bad "
+        "input or an I/O failure.",
         epilog="examples:\n"
         "  pdegrow generate heat --preset paper --n-samples 550 --out datasets/heat-paper.h5\n"
         "  mpiexec -n 4 pdegrow generate heat --preset default --n-samples 2000 "
         "--out datasets/heat.h5\n"
         "  pdegrow generate heat --preset default --set n_sensors=16 --set nx=16 --out small.h5\n"
         "  pdegrow generate navier-stokes --n-samples 1000 --resolution 64 --final-time 1.0 "
-        "--out datasets/ns.h5",
+        "--out datasets/ns.h5\n"
+        "  pdegrow generate heat --preset paper --n-samples 1e5 --out datasets/big.h5 --resume"
+        "   # after a kill, or a requeued job",
     )
     p.add_argument("problem", choices=sorted(PROBLEMS), help="the forward problem")
     p.add_argument("--preset", default="default",
@@ -49,8 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "output is already complete with the same recipe, seed and size)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--flush-every", type=int, default=256, metavar="N",
-                   help="a rank writes a part file every N samples or every 30 s, whichever comes "
-                   "first; a killed run loses at most that much (default: %(default)s)")
+                   help="a rank writes a part file every N samples (at most 256 MiB of them) or "
+                   "every 30 s, whichever comes first; a killed run loses at most that much "
+                   "(default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
