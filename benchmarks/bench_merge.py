@@ -5,7 +5,7 @@
 Real samples (``pdegrow generate heat --preset default``, 256 of them, made once) are written
 as part files the way ``pdegrow generate`` writes them (each rank a part every ``--flush-every``
 samples, samples dealt round robin), repeated to reach each size; then
-:func:`pdegrow.generation._merge` — what rank 0 runs at the end — is timed. Printed: samples,
+:func:`pdegrow.generation_merge.merge_parts` — what rank 0 runs at the end — is timed. Printed: samples,
 compressed size, part files, time to write the parts (all ranks' I/O, done here serially), merge
 time, merge throughput, merge time a sample and a part file. Load average printed with it.
 This is a measurement, not a test.
@@ -26,13 +26,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from pdegrow.generation import _manifest, _merge, parts_dir, write_part
+from pdegrow.generation import make_manifest, parts_dir, write_part
+from pdegrow.generation_merge import merge_parts
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 class FileProblem:
-    """The ForwardProblem surface _merge needs, read from a finished data set."""
+    """The ForwardProblem surface merge_parts needs, read from a finished data set."""
 
     def __init__(self, path: Path):
         with h5py.File(path, "r") as f:
@@ -91,9 +92,9 @@ def main() -> None:
                 t = time.perf_counter()
                 n_parts = write_parts(out, prob, n, args.ranks, flush)
                 t_write = time.perf_counter() - t
-                manifest = _manifest(prob.name, prob.config, n, 0)
+                manifest = make_manifest(prob.name, prob.config, n, 0)
                 t = time.perf_counter()
-                _merge(out, prob, manifest)
+                merge_parts(out, prob, manifest)
                 t_merge = time.perf_counter() - t
                 size = out.stat().st_size / 2**20
                 print(f"{n:8d} {flush:6d} {n_parts:6d} {size:9.1f} {t_write:8.2f} {t_merge:8.2f} "
