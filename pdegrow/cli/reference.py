@@ -18,7 +18,7 @@ what it writes:
 methods:
   map       multistart Gauss-Newton MAP (exact relative-noise likelihood, adjoint gradients)
   laplace   MAP + Gaussian approximation (Gauss-Newton Hessian): posterior std, lognormal
-            mean of e^m, coverage of the 95 %% intervals
+            mean of e^m, coverage of the 95 % intervals
   mcmc      posterior means of m and of e^m by MCMC (independence-t + random-walk Metropolis,
             several chains per sample); refused while split-R-hat > --rhat-max
 
