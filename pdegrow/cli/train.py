@@ -17,7 +17,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train a residual network mapping the data set's inputs to its targets, growing it "
         "with the config's strategy ([growth] strategy = 'fixed' | 'layerwise' | …). The run directory "
         "gets the config, the splits, metrics (JSONL + CSV), growth events, checkpoints, the final model "
-        "and a summary. A killed run continues exactly where its last checkpoint left it with --resume.",
+        "and a summary. A killed run continues exactly where its last checkpoint left it with --resume. "
+        "Nothing is written before the config and the data are checked; a run that stops on bad numbers "
+        "is marked failed in run.json and the next train into it replaces it. While a train runs, a "
+        "second one on the same RUN_DIR is refused ('… is in use by process N'). model.pt and "
+        "checkpoint.pt hold tensors + JSON, never pickle.",
         epilog="config sections: [run] [data] [model] [optim] [train] [regularizers] [growth]\n"
         "examples:\n"
         "  pdegrow train --config experiments/heat-paper-layerwise.toml --data datasets/heat-paper.h5 "
