@@ -38,6 +38,7 @@ import torch
 from pdegrow.contract import open_dataset
 from pdegrow.errors import PdegrowError
 from pdegrow.reference import batched_lbfgs, low_rank
+from pdegrow.reference.allocator import keep_freed_memory
 from pdegrow.reference.ns_forward import TorusP1Dynamics
 from pdegrow.reference.ns_posterior import (
     NSPosterior,
@@ -284,6 +285,7 @@ def run_reference(data_path: str | os.PathLike, method: str, samples: np.ndarray
     indices = np.asarray(samples, dtype=np.int64).reshape(-1)
     data = load_data(data_path, indices, o["assumed_noise_level"])
     device = resolve_device(str(o["device"]))
+    malloc_tuned = device.type == "cpu" and keep_freed_memory()
     post = build(data, device, int(o["checkpoint_every"]))
     t_start, cpu_start = time.perf_counter(), time.process_time()
 
@@ -338,7 +340,7 @@ def run_reference(data_path: str | os.PathLike, method: str, samples: np.ndarray
         "problem_settings": {"observation": data.observation, "noise_level": data.noise_level,
                              "resolution": r, "final_time": data.final_time, "dt": data.dt,
                              "n_steps": data.n_steps, "nu": data.nu, "time_scheme": data.time_scheme},
-        "device": str(device), "torch_threads": torch.get_num_threads(),
+        "device": str(device), "torch_threads": torch.get_num_threads(), "malloc_tuned": malloc_tuned,
         "options": {k: v for k, v in o.items() if v is None or isinstance(v, (int, float, str))},
         "forward_check_max_rel_error": None if mismatch is None else float(mismatch.max()),
         "map": {"converged": int(conv.sum()), "samples": n, "iterations_mean": float(iters.mean()),
