@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_reference_ns.py datasets/ns32-T1-full.h5 [more files …]
         [--method map|laplace] [--samples test] [--n-train 400 --n-val 50 --n-test 50]
-        [--device auto] [--threads 1] [--rank 256]
+        [--device auto] [--threads 1] [--rank 256] [--power-iters 1] [--write]
 
 For every file: the forward check (the torch P1 dynamics from the stored w₀ against the
 stored clean w(T), max relative L² error over the samples), one batched forward solve and
@@ -35,6 +35,12 @@ from pdegrow.reference.navier_stokes import (  # noqa: E402
     resolve_device,
     run_reference,
 )
+from pdegrow.reference.results import data_fingerprint, default_reference_path, write_reference  # noqa: E402
+
+
+def _fingerprint(path: str) -> dict:
+    with open_dataset(path) as f:
+        return data_fingerprint(f)
 
 
 def _timed(fn):
@@ -66,8 +72,14 @@ def bench(path: str, args: argparse.Namespace) -> dict:
     grad()                                                    # warm-up (autograd, FFT plans)
     _, fwd_wall, fwd_cpu = _timed(fwd)
     _, grad_wall, grad_cpu = _timed(grad)
-    opts = {"device": args.device} | ({"rank": args.rank} if args.method == "laplace" else {})
+    opts = {"device": args.device} | (
+        {"rank": args.rank, "power_iters": args.power_iters} if args.method == "laplace" else {})
     res, wall, cpu = _timed(lambda: run_reference(path, args.method, idx, **opts))
+    if args.write:
+        res.info |= {"data_fingerprint": _fingerprint(path), "data_path": path, "samples": args.samples,
+                     "split": {"n_train": args.n_train, "n_val": args.n_val, "n_test": args.n_test,
+                               "split_seed": args.split_seed}}
+        write_reference(default_reference_path(path, args.method), res)
     err = res.errors["rel_error_target"]
     row = {
         "file": os.path.basename(path), "T": data.final_time, "obs": data.observation, "n": len(idx),
@@ -94,7 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split-seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--rank", type=int, default=256)
+    ap.add_argument("--rank", type=int, default=256, help="Laplace: Hessian rank (full field)")
+    ap.add_argument("--power-iters", type=int, default=1, help="Laplace: randomised-SVD power iterations")
+    ap.add_argument("--write", action="store_true",
+                    help="also write DATA_STEM.reference-METHOD.h5 (as pdegrow reference does)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), method {args.method}")
