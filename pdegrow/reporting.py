@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from pdegrow.errors import PdegrowError
+from pdegrow.locks import LOCK_NAME, DirectoryLock
 from pdegrow.training.runlog import read_jsonl, read_run
 
 TOPOLOGICAL_STRATEGY = "topological_insertion"
@@ -167,6 +168,16 @@ def write_report(run_dir: str | Path, data_path: str | None = None, out: str | P
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise PdegrowError(f"cannot create the report directory {out} ({exc.strerror or exc})") from None
+    lock = DirectoryLock(out / LOCK_NAME, f"report directory {out}")  # one report writer at a time
+    lock.acquire()
+    try:
+        return _write_report_files(run_dir, info, out, data_path, n_examples, reference)
+    finally:
+        lock.release()
+
+
+def _write_report_files(run_dir: Path, info: dict[str, Any], out: Path, data_path: str | None,
+                        n_examples: int, reference: str | None) -> list[Path]:
     rows = read_jsonl(run_dir / "metrics.jsonl")
     events = read_jsonl(run_dir / "events.jsonl")
     written: list[Path] = []

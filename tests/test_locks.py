@@ -202,3 +202,21 @@ def test_dropped_lock_object_releases(tmp_path):
     gc.collect()
     with locked(tmp_path):
         pass
+
+
+def test_report_refused_while_its_directory_is_locked(tmp_path, heat_paper_file, capsys):
+    from pdegrow.cli import main
+
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(TINY.format(epochs=2))
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(cfg), "--data", str(heat_paper_file), "--out", str(run),
+                 "--no-progress"]) == 0
+    (run / "report").mkdir()
+    with locked(run / "report", f"report directory {run / 'report'}"):
+        capsys.readouterr()
+        assert main(["report", str(run)]) == 2
+        assert f"is in use by process {os.getpid()}" in capsys.readouterr().err
+        assert [p.name for p in (run / "report").iterdir()] == [LOCK_NAME]
+    assert main(["report", str(run)]) == 0 and (run / "report" / "report.md").is_file()
+    assert not (run / "report" / LOCK_NAME).exists()
