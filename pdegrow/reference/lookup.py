@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -10,7 +11,16 @@ from typing import Any
 
 import numpy as np
 
-from pdegrow.reference.results import ReferenceResult, check_matches_data, find_reference, read_reference
+from pdegrow.errors import PdegrowError
+from pdegrow.reference.results import (
+    PREFERENCE,
+    ReferenceResult,
+    check_matches_data,
+    default_reference_path,
+    read_reference,
+)
+
+log = logging.getLogger(__name__)
 
 #: the metrics shown, in this order, when present in both
 METRICS = ("rel_error_field", "rel_error_conductivity", "rel_error_field_l2", "rel_error_target")
@@ -18,14 +28,25 @@ METRICS = ("rel_error_field", "rel_error_conductivity", "rel_error_field_l2", "r
 
 def load_reference_for(data_path: str | os.PathLike,
                        explicit: str | os.PathLike | None = None) -> tuple[ReferenceResult, Path] | None:
-    """``explicit`` (must exist and match the data), else the data's default-path reference
-    (mcmc, then laplace, then map); None when there is none. A reference of other data is refused."""
-    path = Path(explicit) if explicit else find_reference(data_path)
-    if path is None:
-        return None
-    ref = read_reference(path)
-    check_matches_data(ref, data_path, path)
-    return ref, path
+    """``explicit`` (must exist and match the data: :class:`PdegrowError` otherwise), else the data's
+    default-path reference (mcmc, then laplace, then map; one that is unreadable or of other data is
+    skipped with a warning); None when there is none."""
+    if explicit:
+        ref = read_reference(explicit)
+        check_matches_data(ref, data_path, explicit)
+        return ref, Path(explicit)
+    for method in PREFERENCE:
+        path = default_reference_path(data_path, method)
+        if not path.is_file():
+            continue
+        try:
+            ref = read_reference(path)
+            check_matches_data(ref, data_path, path)
+        except PdegrowError as exc:
+            log.warning("ignoring %s", exc)
+            continue
+        return ref, path
+    return None
 
 
 def reference_mean(ref: ReferenceResult, metric: str, indices: np.ndarray | list[int]) -> tuple[float, int]:
