@@ -276,3 +276,12 @@ def test_a_zero_noise_file_runs_with_an_assumed_noise_level(ns_full, tmp_path):
     res = run_reference(path, "map", np.arange(2), assumed_noise_level=0.01)
     assert res.info["problem_settings"]["noise_level"] == 0.01
     assert np.all(res.errors["rel_error_target"] < 0.5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_map_on_cuda_equals_the_cpu_map(ns_full):
+    cpu = run_reference(ns_full, "map", np.arange(3), device="cpu")
+    gpu = run_reference(ns_full, "map", np.arange(3), device="cuda")
+    np.testing.assert_allclose(gpu.estimates["map_w0"], cpu.estimates["map_w0"], rtol=0,
+                               atol=1e-6 * np.abs(cpu.estimates["map_w0"]).max())
+    assert gpu.info["device"].startswith("cuda")
