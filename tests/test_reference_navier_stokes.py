@@ -283,5 +283,5 @@ def test_map_on_cuda_equals_the_cpu_map(ns_full):
     cpu = run_reference(ns_full, "map", np.arange(3), device="cpu")
     gpu = run_reference(ns_full, "map", np.arange(3), device="cuda")
     np.testing.assert_allclose(gpu.estimates["map_w0"], cpu.estimates["map_w0"], rtol=0,
-                               atol=1e-6 * np.abs(cpu.estimates["map_w0"]).max())
+                               atol=1e-4 * np.abs(cpu.estimates["map_w0"]).max())  # same minimiser to gtol
     assert gpu.info["device"].startswith("cuda")
