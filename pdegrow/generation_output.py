@@ -189,8 +189,8 @@ def claim_location(out: Path, manifest: dict[str, Any], resume: bool, overwrite:
             raise PdegrowError(
                 f"cannot resume {out}: the interrupted run had a different {', '.join(changed)}; "
                 "pass --overwrite to restart")
-        for stale in parts.glob("*.tmp"):
-            stale.unlink(missing_ok=True)
+        for stale in [*parts.glob("*.tmp"), out.with_name(out.name + ".tmp")]:
+            stale.unlink(missing_ok=True)  # left by a run killed while writing (we hold the lock)
         done = done_indices(parts, int(manifest["n_samples"]))
     except BaseException:
         _drop(parts, lock, created)

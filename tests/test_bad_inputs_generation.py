@@ -255,9 +255,11 @@ def test_a_full_disk_during_the_merge_keeps_the_parts_and_resumes(tmp_path):
     assert not out.exists() and not (tmp_path / "d.h5.tmp").exists()
     assert len(list((tmp_path / "d.h5.parts").glob("part-*.h5"))) == 8
     assert not list((tmp_path / "d.h5.parts").glob("*.tmp"))
+    (tmp_path / "d.h5.tmp").write_bytes(b"what a run killed mid-merge leaves")
     resumed = run_cli("generate", *args, "--out", str(out), "--resume")
     assert "(0 generated in this run, the rest resumed)" in resumed.stdout
     assert_same_samples(full, out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.h5", "full.h5"]
 
 
 def test_a_part_file_that_cannot_be_written_is_one_line(tmp_path):
