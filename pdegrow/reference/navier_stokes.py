@@ -112,6 +112,8 @@ def load_data(path: str | os.PathLike, indices: np.ndarray, assumed_noise_level:
         idx = np.asarray(indices, dtype=np.int64)
         if idx.size == 0 or idx.min() < 0 or idx.max() >= n_samples:
             raise PdegrowError(f"{path}: sample indices must lie in 0…{n_samples - 1}")
+        if len(np.unique(idx)) != len(idx):
+            raise PdegrowError(f"{path}: repeated sample indices")
         cfg = json.loads(str(f.attrs.get("config", "{}")))
         degree = int(f.attrs.get("degree", cfg.get("degree", 1)))
         if degree != 1:
