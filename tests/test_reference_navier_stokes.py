@@ -260,6 +260,10 @@ def test_bad_inputs_get_one_clear_line(ns_full, tmp_path):
         run_reference(_copy_with(ns_full, tmp_path / "p2.h5", degree=2), "map", np.arange(2))
     with pytest.raises(PdegrowError, match="outside the file's 6 samples"):
         dispatch_reference(ns_full, "map", "0:9")
+    with pytest.raises(PdegrowError, match="must lie in 0…5"):
+        run_reference(ns_full, "map", np.array([2, 6]))
+    with pytest.raises(PdegrowError, match="repeated sample indices"):
+        run_reference(ns_full, "map", np.array([1, 1]))
     with pytest.raises(PdegrowError, match="unknown option"):
         run_reference(ns_full, "map", np.arange(2), chains=4)
     with pytest.raises(PdegrowError, match="not implemented"):
