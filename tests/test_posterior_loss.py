@@ -125,3 +125,33 @@ def test_objective_settings_refused(heat_paper_file, tmp_path):
     with pytest.raises(PdegrowError, match="kl_coefficients"):
         Trainer(cfg, heat_paper_file, tmp_path / "run")
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
+def test_simulated_samples_follow_the_file_model(heat, heat_paper_file):
+    """Prior-predictive draws solve the stored discrete problem, have N(0, I) coefficients and
+    relative noise of the file's level, and do not depend on how many are drawn."""
+    from pdegrow.data.simulated import simulate_heat_samples
+    from pdegrow.regularizers.heat_physics import heat_residual
+
+    ops, a, level = heat
+    sim = simulate_heat_samples(ops, 400, level, seed=3, chunk=150)
+    xi = torch.as_tensor(sim["targets/kl_coefficients"])
+    m, T = torch.as_tensor(sim["targets/log_conductivity"]), torch.as_tensor(sim["targets/temperature"])
+    assert heat_residual(m, T, ops).abs().max() < 1e-9
+    assert torch.allclose(m, kl_to_field(xi, ops.prior_mean, ops.kl_basis, ops.kl_eigenvalues))
+    assert abs(xi.mean()) < 4 / np.sqrt(xi.numel()) and abs(xi.var() - 1) < 0.05
+    ratio = torch.as_tensor(sim["inputs/observations"]) / (T @ ops.observation.T) - 1
+    assert abs(ratio.std() / level - 1) < 0.05
+    few = simulate_heat_samples(ops, 7, level, seed=3)
+    np.testing.assert_allclose(few["inputs/observations"], sim["inputs/observations"][:7], rtol=1e-12)
+
+
+def test_trainer_appends_simulated_samples(heat_paper_file, tmp_path):
+    cfg = _cfg(supervised_weight=0.0, posterior_weight=1.0)
+    cfg.data.simulated_inputs = 30
+    data = prepare_data(str(heat_paper_file), cfg.data, 0, torch.device("cpu"), D)
+    assert len(data.train) == 20 * 3 + 30
+    assert data.train.groups[-30:].tolist() == list(range(80, 110))
+    cfg.data.aux = ["targets/temperature", "targets/log_conductivity", "inputs/observations_clean"]
+    with pytest.raises(PdegrowError, match="observations_clean cannot be simulated"):
+        prepare_data(str(heat_paper_file), cfg.data, 0, torch.device("cpu"), D)

@@ -112,9 +112,33 @@ def dense_stiffness(m: torch.Tensor, ops: HeatOperators) -> torch.Tensor:
     return K.reshape(b, n, n)
 
 
+def _free_block_scatter(ops: HeatOperators) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each local entry (c, i, j) goes in the flattened free–free block K_ff, and which
+    local entries have both nodes free: (flat indices, mask over C·9)."""
+    nf = int(ops.free.shape[0])
+    pos = torch.full((ops.n_nodes,), -1, dtype=torch.long, device=ops.cells.device)
+    pos[ops.free] = torch.arange(nf, device=ops.cells.device)
+    p = pos[ops.cells]                                                    # (C, 3)
+    rows, cols = p[:, :, None].expand(-1, 3, 3), p[:, None, :].expand(-1, 3, 3)
+    mask = ((rows >= 0) & (cols >= 0)).reshape(-1)
+    return (rows * nf + cols).reshape(-1)[mask], mask
+
+
+def free_stiffness(m: torch.Tensor, ops: HeatOperators) -> torch.Tensor:
+    """K_ff(e^m), the free–free block of the stiffness matrix, as a dense batch (B, N_f, N_f)."""
+    flat, mask = _free_block_scatter(ops)
+    nf = int(ops.free.shape[0])
+    kappa = cell_conductivity(m, ops.cells)                               # (B, C)
+    vals = (kappa[:, :, None, None] * ops.cell_stiffness).reshape(m.shape[0], -1)[:, mask]
+    K = torch.zeros(m.shape[0], nf * nf, dtype=m.dtype, device=m.device)
+    K.index_add_(1, flat, vals)
+    return K.reshape(-1, nf, nf)
+
+
 def solve_temperature(m: torch.Tensor, ops: HeatOperators) -> torch.Tensor:
-    """T(m): K_ff(e^m) T_f = F_f, T = 0 on the Dirichlet nodes; (B, N), differentiable in m."""
-    K = dense_stiffness(m, ops)[:, ops.free][:, :, ops.free]
+    """T(m): K_ff(e^m) T_f = F_f, T = 0 on the Dirichlet nodes;
+    (B, N), differentiable in m."""
+    K = free_stiffness(m, ops)
     rhs = ops.load[ops.free].expand(m.shape[0], -1).unsqueeze(-1)
     T = torch.zeros_like(m)
     T[:, ops.free] = torch.linalg.solve(K, rhs).squeeze(-1)

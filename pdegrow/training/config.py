@@ -40,6 +40,8 @@ class DataConfig:
     n_test: int = -1                       # -1: all remaining samples
     split_seed: int = 0
     noisy_copies: int = 0                  # extra noisy copies of each training input
+    simulated_inputs: int = 0              # heat, KL prior: extra training samples drawn from the prior
+                                           # predictive with the file's own operators (1 solve each)
     clean_input: str = "inputs/observations_clean"
     input_transform: Literal["none", "log"] = "none"   # applied to raw inputs (and noisy copies)
     normalize_inputs: Literal["feature", "scalar", "none"] = "feature"
@@ -124,7 +126,8 @@ RULES: dict[tuple[str, str], tuple[Any, str]] = {
     ("run", "checkpoint_every"): _POSITIVE, ("run", "threads"): _NON_NEGATIVE,
     ("data", "n_train"): _POSITIVE, ("data", "n_val"): _POSITIVE,
     ("data", "n_test"): (lambda v: v >= -1, ">= -1 (-1: all remaining samples)"),
-    ("data", "noisy_copies"): _NON_NEGATIVE, ("data", "memory_limit_mb"): _NON_NEGATIVE,
+    ("data", "noisy_copies"): _NON_NEGATIVE, ("data", "simulated_inputs"): _NON_NEGATIVE,
+    ("data", "memory_limit_mb"): _NON_NEGATIVE,
     ("model", "width"): _POSITIVE, ("model", "depth"): _NON_NEGATIVE,
     ("model", "hidden"): (lambda v: all(h > 0 for h in v), "a list of sizes > 0"),
     ("model", "kernel_size"): _POSITIVE,
