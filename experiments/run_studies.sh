@@ -5,7 +5,7 @@
 #
 #   bash experiments/run_studies.sh data          # generate / derive every data set (once)
 #   bash experiments/run_studies.sh STUDY         # heat-paper heat-default ns-sensors ns-full
-#                                                 # ns-full-wide ns-conv ridge ns-figure diabetes digits transfer
+#                                                 # ns-full-wide ns-conv ridge ns-reference ns-figure diabetes digits transfer
 #                                                 # boston growth-fixes
 #   bash experiments/run_studies.sh all           # every study
 set -euo pipefail
@@ -38,6 +38,13 @@ case "${1:-help}" in
   ns-conv)      compare study-ns-conv ;;
   ns-full-wide) compare study-ns-full-wide ;;
   ridge)        "$BIN/python" experiments/ridge_reference.py ;;
+  ns-reference) ref() { "$BIN/pdegrow" reference "datasets/$1.h5" --method "$2" --samples test --n-train 400 \
+                    --n-val 50 --n-test "$3" --threads 1 --no-progress --overwrite; }
+                ref ns32-T1-full map 50; ref ns32-T0.2-full map 50
+                ref ns32-T1-sensors laplace 50; ref ns32-T0.2-sensors laplace 50
+                ref ns32-T0.2-full laplace 10; ref ns32-T5-full map 10
+                "$BIN/python" benchmarks/bench_reference_ns.py datasets/ns32-T1-full.h5 --method laplace \
+                    --n-test 5 --rank 256 --power-iters 0 --write ;;
   ns-figure)    "$BIN/python" experiments/ns_fields_figure.py ;;
   diabetes)     compare study-prototypes-diabetes ;;
   boston)       "$BIN/python" experiments/prototype_data.py boston --overwrite
@@ -49,7 +56,7 @@ case "${1:-help}" in
   transfer)     "$BIN/python" experiments/transfer_study.py --out runs/study-transfer --workers "$NP"
                 "$BIN/python" experiments/transfer_study.py --model conv --out runs/study-transfer-conv --workers "$NP"
                 "$BIN/python" experiments/transfer_study.py --model heat --out runs/study-transfer-heat --workers "$NP" ;;
-  all)          for s in heat-paper heat-default ns-sensors ns-full ns-full-wide ns-conv ridge ns-figure diabetes digits boston growth-fixes transfer; do
+  all)          for s in heat-paper heat-default ns-sensors ns-full ns-full-wide ns-conv ridge ns-reference ns-figure diabetes digits boston growth-fixes transfer; do
                     "$0" "$s"; done ;;
   *) sed -n 2,10p "$0"; exit 2 ;;
 esac
