@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -249,7 +250,9 @@ def laplace_std(post: NSPosterior, xi_map: torch.Tensor, *, rank: int = 256, ove
 
     def jvp_rows(x: torch.Tensor, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         fmap = post.fisher_map(s)
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # torch.func's first use scripts a helper and warns that torch.jit.script is deprecated
+            warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
             return torch.func.jvp(fmap, (x,), (t.view(-1, r, r),))[1]
 
     def vjp_rows(x: torch.Tensor, s: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
