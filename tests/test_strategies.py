@@ -9,6 +9,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import assert_same_function
 from conftest import make_growth_ctx as make_ctx
 
 from pdegrow.growth.base import build_strategy
@@ -116,7 +117,7 @@ def test_tiny_probe_and_apply_agree_and_gamma_zero_keeps_function():
     apply_tiny(m0, prop, 0.0)
     apply_tiny(m1, prop, 0.3)
     with torch.no_grad():
-        assert torch.equal(m0(y), model(y))
+        assert_same_function(m0(y), model(y))
         assert torch.allclose(m1(y), probed, atol=1e-12)
     assert m1.blocks[0].hidden == [8]
 
@@ -162,7 +163,7 @@ def test_gradmax_fan_out_maximises_the_new_weights_gradient():
     m2 = copy.deepcopy(model)
     m2.widen(1, 0, k, fan_in=torch.zeros(k, 5, dtype=DT), bias=torch.zeros(k, dtype=DT), fan_out=omega)
     with torch.no_grad():
-        assert torch.equal(m2(y), model(y))
+        assert_same_function(m2(y), model(y))
     loss = F.mse_loss(m2(y), t)
     lw = m2.blocks[1].layers[0]
     gw, gb = torch.autograd.grad(loss, [lw.weight, lw.bias])
@@ -262,7 +263,7 @@ def test_folding_strategy_hyperplane_through_fold_point_and_predictions_unchange
     assert torch.allclose((prop.fan_in * x_f).sum(1) + prop.bias, torch.zeros(prop.k, dtype=DT), atol=1e-9)
     strat.apply(ctx, prop)
     with torch.no_grad():
-        assert torch.equal(model(y), before)
+        assert_same_function(model(y), before)
 
 
 # ------------------------------------------------------------------------------------------ contract
@@ -308,7 +309,7 @@ def test_every_strategy_keeps_function_and_optimizer_state(name):
     elif name == "net2wider":
         assert torch.allclose(after, before, atol=1e-12)
     else:
-        assert torch.equal(after, before)
+        assert_same_function(after, before)
     for p in params:   # every old parameter object is still optimised, its moments are the leading slice
         assert any(q is p for q in opt.param_groups[0]["params"])
         for k, v in state[id(p)].items():
