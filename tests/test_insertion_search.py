@@ -255,3 +255,20 @@ def test_report_figure_labels_which_change_is_which(tmp_path):
                "info": {"derivative": [0.1, 0.3], "t_star": 1, "ratio": 0.9, "quadratic_valid": True}}]
     out = plot_topological_history(events, tmp_path / "fig.png")
     assert out is not None and out.stat().st_size > 1000
+
+
+def test_threshold_check_and_proposal_share_one_derivative_pass():
+    model, y, t = mlp_case(n=48)
+    ctx = make_ctx(model, y, t, batch=8)
+    calls = {"lift": 0}
+    model.lift.register_forward_hook(lambda *_: calls.__setitem__("lift", calls["lift"] + 1))
+    strat = build_strategy("topological_insertion", {"trigger": "threshold", "threshold": 0.0,
+                                                     "check_every": 1, "min_significance": 0.0})
+    ctx.state.phase_epoch = 1
+    assert strat.when(ctx) and calls["lift"] == 1
+    prop = strat.propose(ctx)
+    assert prop is not None and calls["lift"] == 1        # the proposal reused the check's pass
+    apply_proposal(model, prop)
+    strat.after_growth(ctx, type("E", (), {"where": {"depth": prop.depth}})())
+    ctx.state.epoch += 1
+    assert strat.when(ctx) and calls["lift"] == 2         # new weights: a new pass

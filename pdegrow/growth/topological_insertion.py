@@ -216,6 +216,28 @@ def search_info(search: BlockSearch) -> dict[str, Any]:
     return out
 
 
+def weights_fingerprint(ctx: GrowthContext) -> tuple[Any, ...]:
+    """Changes whenever a parameter or buffer of the model is modified in place or replaced, the
+    architecture changes, or the training state moves to another epoch or phase."""
+    model = ctx.model
+    tensors = [*model.parameters(), *model.buffers()]
+    return (tuple((id(t), t._version, tuple(t.shape)) for t in tensors), ctx.state.epoch, ctx.state.phase)
+
+
+@dataclass
+class DerivativePass:
+    """One derivative pass: the merged batches, derivative and eigenpairs per depth, the operators
+    (with their states and costates), J and the CPU time of the pass and of the eigen-solves."""
+
+    fingerprint: tuple[Any, ...]
+    batches: list[Any]
+    derivatives: Tensor
+    pairs: list[Any]
+    ops: list[DepthOperator]
+    loss: float
+    cpu: dict[str, float]
+
+
 @register_strategy
 class TopologicalInsertion(GrowthStrategy):
     """Approach II (see the module docstring)."""
@@ -269,7 +291,7 @@ class TopologicalInsertion(GrowthStrategy):
         self.inserted = 0
         self.history: list[dict[str, Any]] = []  # derivative per depth at every evaluation
         self._last_check_epoch = -1
-        self._cpu: dict[str, float] = {}
+        self._cache: DerivativePass | None = None
 
     # ------------------------------------------------------------------ when
 
@@ -297,21 +319,33 @@ class TopologicalInsertion(GrowthStrategy):
             return plateau if self.trigger == "either" else s.phase_epoch >= s.max_phase_epochs
         derivs, _, _, j0 = self._derivatives(ctx)
         self._record(ctx, derivs, j0, grew=False)
-        return float(derivs.max()) >= self.threshold * abs(j0) or s.phase_epoch >= s.max_phase_epochs
+        grow = float(derivs.max()) >= self.threshold * abs(j0) or s.phase_epoch >= s.max_phase_epochs
+        if not grow:
+            self._cache = None   # training goes on: the pass is stale at the next step
+        return grow
 
     # ------------------------------------------------------------------ where and how
 
-    def _derivatives(self, ctx: GrowthContext, batches: list[Any] | None = None, keep_features: bool = False
-                     ) -> tuple[Tensor, list[Any], list[DepthOperator], float]:
-        if batches is None:
-            batches = large_batches(ctx, self.eval_elements)
+    def _pass(self, ctx: GrowthContext) -> DerivativePass:
+        """The derivative at every depth with the states/costates kept, computed once per weight state
+        (the threshold trigger's check and the proposal that follows it share one pass)."""
+        fp = weights_fingerprint(ctx)
+        if self._cache is not None and self._cache.fingerprint == fp:
+            return self._cache
+        self._cache = None
+        batches = large_batches(ctx, self.eval_elements)
         c0 = time.process_time()
         ops, j0 = model_depth_operators(ctx, mode=self.mode, kernel_size=self.kernel_size, batches=batches,
-                                        keep_features=keep_features)
+                                        keep_features=True)
         c1 = time.process_time()
         derivs, pairs = topological_derivatives(ops, method=self.method, tol=self.tol)
-        self._cpu = {"pass_cpu_s": round(c1 - c0, 4), "solve_cpu_s": round(time.process_time() - c1, 4)}
-        return derivs, pairs, ops, j0
+        cpu = {"pass_cpu_s": round(c1 - c0, 4), "solve_cpu_s": round(time.process_time() - c1, 4)}
+        self._cache = DerivativePass(fp, batches, derivs, pairs, ops, j0, cpu)
+        return self._cache
+
+    def _derivatives(self, ctx: GrowthContext) -> tuple[Tensor, list[Any], list[DepthOperator], float]:
+        d = self._pass(ctx)
+        return d.derivatives, d.pairs, d.ops, d.loss
 
     def _record(self, ctx: GrowthContext, derivs: Tensor, j0: float, grew: bool, **extra: Any) -> None:
         self.history.append({"epoch": ctx.state.epoch, "phase": ctx.state.phase, "train_loss": j0,
@@ -329,8 +363,8 @@ class TopologicalInsertion(GrowthStrategy):
             return None
         t0, c0 = time.perf_counter(), time.process_time()
         model = ctx.model
-        batches = large_batches(ctx, self.eval_elements)
-        derivs, pairs, ops, j0 = self._derivatives(ctx, batches, keep_features=True)
+        d = self._pass(ctx)
+        batches, derivs, pairs, ops, j0 = d.batches, d.derivatives, d.pairs, d.ops, d.loss
         t_star = int(derivs.argmax())
         lam_max = float(derivs[t_star])
         if not lam_max > self.min_derivative:
@@ -355,7 +389,7 @@ class TopologicalInsertion(GrowthStrategy):
             "eigen_method": pairs[t_star].method,
             "eigen_iterations": [int(p.iterations) for p in pairs],
             "solve_s": round(t_solve, 4),
-            **self._cpu,                     # CPU s of the forward + backward pass, of the eigen-solves
+            **d.cpu,                         # CPU s of the forward + backward pass, of the eigen-solves
             "search_cpu_s": search_cpu,      # CPU s of the ε choice from the stored states
         }
         if search.significance < self.min_significance:
@@ -374,6 +408,7 @@ class TopologicalInsertion(GrowthStrategy):
                               info=info)
 
     def after_growth(self, ctx: GrowthContext, event: Any) -> None:
+        self._cache = None
         self.inserted += 1
         if self.freeze_old:
             new = event.where.get("depth")
