@@ -264,12 +264,12 @@ def test_cli_refusals(heat_paper_file, tmp_path, args, message):
 
 
 def test_cli_refuses_spde_mcmc_existing_output_and_other_problems(heat_default_file, tmp_path):
-    proc = run_cli("reference", str(heat_default_file), "--method", "mcmc", "--out", str(tmp_path / "x.h5"),
-                   check=False)
+    proc = run_cli("reference", str(heat_default_file), "--method", "mcmc", "--samples", "0:2",
+                   "--out", str(tmp_path / "x.h5"), check=False)
     assert proc.returncode == 2 and "KL prior" in proc.stderr
     (tmp_path / "x.h5").write_text("keep me")
-    proc = run_cli("reference", str(heat_default_file), "--method", "map", "--out", str(tmp_path / "x.h5"),
-                   check=False)
+    proc = run_cli("reference", str(heat_default_file), "--method", "map", "--samples", "0:2",
+                   "--out", str(tmp_path / "x.h5"), check=False)
     assert proc.returncode == 2 and "--overwrite" in proc.stderr
     assert (tmp_path / "x.h5").read_text() == "keep me"
     pytest.importorskip("sklearn")
@@ -278,3 +278,25 @@ def test_cli_refuses_spde_mcmc_existing_output_and_other_problems(heat_default_f
     reg = write_table(load_table("diabetes"), tmp_path / "diabetes.h5", seed=0)
     proc = run_cli("reference", str(reg), "--method", "map", check=False)
     assert proc.returncode == 2 and "no Bayesian reference" in proc.stderr
+
+
+def test_a_killed_run_leaves_no_results_file(heat_paper_file, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "killed.h5"
+    proc = subprocess.Popen([sys.executable, "-m", "pdegrow", "reference", str(heat_paper_file),
+                             "--method", "mcmc", "--samples", "all", "--steps", "4000", "--out", str(out),
+                             "--no-progress"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(3.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not out.exists() and not out.with_suffix(".json").exists()
+    # the same command then runs from the start (nothing to clean up by hand)
+    run_cli("reference", str(heat_paper_file), "--method", "map", "--samples", "0:3", "--out", str(out),
+            "--no-progress")
+    assert read_reference(out).n == 3
