@@ -4,7 +4,7 @@
 # experiments/RESULTS.md. Restartable: `pdegrow compare` and transfer_study.py keep finished runs.
 #
 #   bash experiments/run_studies.sh data          # generate / derive every data set (once)
-#   bash experiments/run_studies.sh STUDY         # heat-paper heat-default ns-sensors ns-full
+#   bash experiments/run_studies.sh STUDY         # heat-paper heat-posterior heat-default ns-sensors ns-full
 #                                                 # ns-full-wide ns-conv ridge ns-reference ns-figure diabetes digits transfer
 #                                                 # boston growth-fixes
 #   bash experiments/run_studies.sh all           # every study
@@ -29,6 +29,9 @@ case "${1:-help}" in
     "$BIN/python" experiments/prototype_data.py diabetes digits --overwrite ;;
   heat-paper)   compare study-heat-paper
                 "$BIN/python" experiments/summarise_study.py runs/study-heat-paper \
+                    --metrics rel_error_field rel_error_field_l2 rel_error_conductivity ;;
+  heat-posterior) compare study-heat-paper-posterior
+                "$BIN/python" experiments/summarise_study.py runs/study-heat-paper-posterior \
                     --metrics rel_error_field rel_error_field_l2 rel_error_conductivity ;;
   heat-default) compare study-heat-default
                 "$BIN/python" experiments/summarise_study.py runs/study-heat-default \
@@ -56,7 +59,7 @@ case "${1:-help}" in
   transfer)     "$BIN/python" experiments/transfer_study.py --out runs/study-transfer --workers "$NP"
                 "$BIN/python" experiments/transfer_study.py --model conv --out runs/study-transfer-conv --workers "$NP"
                 "$BIN/python" experiments/transfer_study.py --model heat --out runs/study-transfer-heat --workers "$NP" ;;
-  all)          for s in heat-paper heat-default ns-sensors ns-full ns-full-wide ns-conv ridge ns-reference ns-figure diabetes digits boston growth-fixes transfer; do
+  all)          for s in heat-paper heat-posterior heat-default ns-sensors ns-full ns-full-wide ns-conv ridge ns-reference ns-figure diabetes digits boston growth-fixes transfer; do
                     "$0" "$s"; done ;;
   *) sed -n 2,10p "$0"; exit 2 ;;
 esac
