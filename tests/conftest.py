@@ -131,3 +131,53 @@ def assert_same_function(after: Any, before: Any, tol: float = 1e-12) -> None:
 
     scale = 1.0 + float(before.abs().max())
     assert float((after - before).abs().max()) <= tol * scale, "the function changed"
+
+
+def tiny_train_config(max_epochs: int = 3, n_test: int = 10, **train: int) -> str:
+    """A training config (TOML) small enough for tests on ``heat_paper_file``: 30/10/``n_test``
+    training/validation/test samples, width 8, one batch per epoch, fixed architecture;
+    ``train`` adds its keys to [train] after ``max_epochs``."""
+    extra = "".join(f"{key} = {value}\n" for key, value in train.items())
+    return f"""
+[run]
+seed = 0
+progress = false
+threads = 1
+[data]
+n_train = 30
+n_val = 10
+n_test = {n_test}
+[model]
+width = 8
+[optim]
+batch_size = 30
+[train]
+max_epochs = {max_epochs}
+{extra}[growth]
+strategy = "fixed"
+"""
+
+
+def write_tiny_config(directory: Path, **kw: int) -> Path:
+    """:func:`tiny_train_config` (``kw`` passed on) written to ``directory``/cfg.toml; returns its path."""
+    path = directory / "cfg.toml"
+    path.write_text(tiny_train_config(**kw))
+    return path
+
+
+def train_tiny_run(directory: Path, data: Path, **kw: int) -> tuple[Path, Path]:
+    """``pdegrow train`` (in this process) of :func:`write_tiny_config` (``kw`` passed on) on
+    ``data`` into ``directory``/run, asserted to succeed; returns (the config, the run directory)."""
+    from pdegrow.cli import main
+
+    cfg = write_tiny_config(directory, **kw)
+    run = directory / "run"
+    assert main(["train", "--config", str(cfg), "--data", str(data), "--out", str(run), "--no-progress"]) == 0
+    return cfg, run
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    """The captured stderr, asserted to be one line without a traceback."""
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err, err
+    return err

@@ -9,43 +9,19 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import one_line_error, tiny_train_config, write_tiny_config
 
 from pdegrow.cli import main
 from pdegrow.data.splits import make_splits
 
 torch.set_num_threads(1)
 
-TINY = """
-[run]
-seed = 0
-progress = false
-threads = 1
-[data]
-n_train = 30
-n_val = 10
-n_test = 20
-[model]
-width = 8
-[optim]
-batch_size = 30
-[train]
-max_epochs = 3
-[growth]
-strategy = "fixed"
-"""
+TINY = tiny_train_config(n_test=20)
 
 
 @pytest.fixture
 def cfg(tmp_path):
-    path = tmp_path / "cfg.toml"
-    path.write_text(TINY)
-    return path
-
-
-def _err(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "Traceback" not in err, err
-    return err
+    return write_tiny_config(tmp_path, n_test=20)
 
 
 def _train(cfg, data, out, *extra) -> int:
@@ -78,7 +54,7 @@ def _split_rows(n_samples: int) -> dict[str, list[int]]:
 def test_training_settings_are_checked(tmp_path, cfg, heat_paper_file, capsys, override, message):
     out = tmp_path / "run"
     assert _train(cfg, heat_paper_file, out, "--set", override) == 2
-    err = _err(capsys)
+    err = one_line_error(capsys)
     assert err.startswith(f"pdegrow train: error: --set {override.split('=')[0]}=") and message in err
     assert not out.exists()
     # the same value in the file is the file's error
@@ -86,7 +62,7 @@ def test_training_settings_are_checked(tmp_path, cfg, heat_paper_file, capsys, o
     section, name = key.split(".")
     cfg.write_text(f"[{section}]\n{name} = {value}\n")
     assert _train(cfg, heat_paper_file, out) == 2
-    err = _err(capsys)
+    err = one_line_error(capsys)
     assert f"{cfg} [{section}]: {message}" in err and not out.exists()
 
 
@@ -105,7 +81,7 @@ def test_strategy_options_are_checked(tmp_path, cfg, heat_paper_file, capsys, gr
     cfg.write_text(TINY.replace('strategy = "fixed"', growth))
     out = tmp_path / "run"
     assert _train(cfg, heat_paper_file, out) == 2
-    err = _err(capsys)
+    err = one_line_error(capsys)
     if "(known: " in message:  # every built-in strategy listed (tests may have registered more)
         head, known = message.split("(known: ")
         listed = err.split("(known: ")[1].rstrip(")").split(", ")
@@ -137,17 +113,17 @@ def test_config_file_problems_are_one_line(tmp_path, cfg, heat_paper_file, capsy
     bad = tmp_path / "latin1.toml"
     bad.write_bytes(TINY.encode() + "# température\n".encode("latin-1"))
     assert _train(bad, heat_paper_file, out) == 2
-    assert "is not UTF-8 text" in _err(capsys)
+    assert "is not UTF-8 text" in one_line_error(capsys)
     assert _train(tmp_path, heat_paper_file, out) == 2
-    assert f"config file {tmp_path} is a directory" in _err(capsys)
+    assert f"config file {tmp_path} is a directory" in one_line_error(capsys)
     assert _train(cfg, heat_paper_file, out, "--set", "optim.lrr=1") == 2
-    assert _err(capsys).startswith("pdegrow train: error: --set optim.lrr=1: unknown key lrr")
+    assert one_line_error(capsys).startswith("pdegrow train: error: --set optim.lrr=1: unknown key lrr")
     assert _train(cfg, heat_paper_file, out, "--set", "growth.max_layers=3") == 2
-    err = _err(capsys)
+    err = one_line_error(capsys)
     assert "--set growth.max_layers=3: [growth] unknown option(s) max_layers for strategy 'fixed'" in err
     cfg.write_text(TINY.replace("[model]\n", "[model]\nwidht = 3\n"))
     assert _train(cfg, heat_paper_file, out, "--set", "optim.lr=1e-3") == 2
-    assert f"{cfg} [model]: unknown key widht" in _err(capsys)
+    assert f"{cfg} [model]: unknown key widht" in one_line_error(capsys)
     assert not out.exists()
 
 
@@ -158,18 +134,18 @@ def test_unwritable_outputs(tmp_path, cfg, heat_paper_file, capsys):
     a_file = tmp_path / "file"
     a_file.write_text("x")
     assert _train(cfg, heat_paper_file, a_file) == 2
-    assert f"{a_file} is a file, not a run directory" in _err(capsys)
+    assert f"{a_file} is a file, not a run directory" in one_line_error(capsys)
     assert _train(cfg, heat_paper_file, "/proc/pdegrow-run") == 2
-    err = _err(capsys)
+    err = one_line_error(capsys)
     assert "cannot use the run directory /proc/pdegrow-run (" in err
     cmp = tmp_path / "cmp.toml"
     cmp.write_text(f'[compare]\nseeds = [0]\nstrategies = ["fixed"]\n'
                    f'[dataset.heat]\npath = "{heat_paper_file}"\n')
     assert main(["compare", "--config", str(cmp), "--out", "/proc/cmp", "--quiet"]) == 2
-    err = _err(capsys)
+    err = one_line_error(capsys)
     assert "cannot create the output directory /proc/cmp (" in err
     assert main(["compare", "--config", str(cmp), "--out", str(a_file), "--quiet"]) == 2
-    assert f"--out {a_file} is a file" in _err(capsys)
+    assert f"--out {a_file} is a file" in one_line_error(capsys)
     assert a_file.read_text() == "x"
 
 
@@ -198,7 +174,7 @@ def test_nonfinite_rows_of_every_split_are_named(tmp_path, cfg, heat_paper_file,
     data = _copy_with(tmp_path, heat_paper_file, "nan.h5", edit)
     out = tmp_path / "run"
     assert _train(cfg, data, out) == 2
-    err = _err(capsys)
+    err = one_line_error(capsys)
     assert (f"inputs/observations holds NaN/inf in 2 sample(s) of the {split} split "
             f"(rows {bad_rows[0]}, {bad_rows[1]})") in err
     assert not out.exists()
@@ -206,7 +182,7 @@ def test_nonfinite_rows_of_every_split_are_named(tmp_path, cfg, heat_paper_file,
     assert _train(cfg, heat_paper_file, out) == 0
     capsys.readouterr()
     assert main(["evaluate", str(out), "--data", str(data), "--json"]) == 2
-    assert "holds NaN/inf" in _err(capsys)
+    assert "holds NaN/inf" in one_line_error(capsys)
 
 
 def test_all_zero_targets_give_undefined_not_huge(tmp_path, cfg, heat_paper_file, capsys):
@@ -263,18 +239,18 @@ def test_failed_runs_leave_nothing_or_are_marked_and_replaced(tmp_path, cfg, hea
     out = tmp_path / "runs" / "a"
     # bad data: refused before anything is written (not even the directory)
     assert _train(cfg, data, out) == 2
-    assert "sample(s) of the train split" in _err(capsys)
+    assert "sample(s) of the train split" in one_line_error(capsys)
     assert not out.exists() and (tmp_path / "runs").is_dir()
-    assert main(["report", str(out)]) == 2 and "no such run directory" in _err(capsys)
+    assert main(["report", str(out)]) == 2 and "no such run directory" in one_line_error(capsys)
     # a run that fails while training is marked failed; report/evaluate refuse; a retry replaces it
     assert _train(cfg, heat_paper_file, out, "--set", "optim.lr=1e30", "--set", "train.max_epochs=50") == 2
-    err = _err(capsys)
+    err = one_line_error(capsys)
     assert "the training loss became" in err
     info = json.loads((out / "run.json").read_text())
     assert info["status"] == "failed" and "the training loss became" in info["error"]
-    assert main(["report", str(out)]) == 2 and "the run failed" in _err(capsys)
+    assert main(["report", str(out)]) == 2 and "the run failed" in one_line_error(capsys)
     assert main(["evaluate", str(out), "--data", str(heat_paper_file)]) == 2
-    assert "the run failed" in _err(capsys)
+    assert "the run failed" in one_line_error(capsys)
     assert _train(cfg, heat_paper_file, out) == 0  # no --overwrite needed
     assert json.loads((out / "run.json").read_text())["status"] == "finished"
     # a run killed before its first checkpoint (nothing to resume) is replaced as well
@@ -283,4 +259,4 @@ def test_failed_runs_leave_nothing_or_are_marked_and_replaced(tmp_path, cfg, hea
     (out / "run.json").write_text(json.dumps({**info, "status": "running"}))
     assert _train(cfg, heat_paper_file, out) == 0
     # but a finished or resumable run is not
-    assert _train(cfg, heat_paper_file, out) == 2 and "exists and is not empty" in _err(capsys)
+    assert _train(cfg, heat_paper_file, out) == 2 and "exists and is not empty" in one_line_error(capsys)

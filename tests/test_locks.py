@@ -10,6 +10,7 @@ import textwrap
 import time
 
 import pytest
+from conftest import train_tiny_run, write_tiny_config
 
 from pdegrow.errors import PdegrowError
 from pdegrow.locks import LOCK_NAME, DirectoryLock, LockBusy, lock_directory, locked, mpi_lock
@@ -99,26 +100,13 @@ def test_mpi_lock_broadcasts_the_outcome(tmp_path):
 
 # ------------------------------------------------------------------ train and compare take the lock
 
-TINY = """
-[run]
-seed = 0
-progress = false
-threads = 1
-[data]
-n_train = 30
-n_val = 10
-n_test = 10
-[model]
-width = 8
-[optim]
-batch_size = 30
-[train]
-max_epochs = {epochs}
-patience = 100000
-phase_epochs = 100000
-[growth]
-strategy = "fixed"
-"""
+# no early stopping and no phase end (the concurrent run below trains 600 epochs)
+_NO_STOP = {"patience": 100000, "phase_epochs": 100000}
+
+
+def _trained_run(tmp_path, data):
+    """A finished 2-epoch run in ``tmp_path``/run; returns (its config, the run directory)."""
+    return train_tiny_run(tmp_path, data, max_epochs=2, **_NO_STOP)
 
 
 def _files(run):
@@ -130,8 +118,7 @@ def test_second_train_on_a_running_run_is_refused(tmp_path, heat_paper_file, cap
 
     from pdegrow.cli import main
 
-    cfg = tmp_path / "cfg.toml"
-    cfg.write_text(TINY.format(epochs=600))
+    cfg = write_tiny_config(tmp_path, max_epochs=600, **_NO_STOP)
     run = tmp_path / "run"
     first = subprocess.Popen([*PDEGROW, "train", "--config", str(cfg), "--data", str(heat_paper_file),
                               "--out", str(run), "--no-progress"], cwd=ROOT, stdout=subprocess.PIPE,
@@ -157,11 +144,7 @@ def test_second_train_on_a_running_run_is_refused(tmp_path, heat_paper_file, cap
 def test_train_and_compare_refused_while_locked(tmp_path, heat_paper_file, capsys):
     from pdegrow.cli import main
 
-    cfg = tmp_path / "cfg.toml"
-    cfg.write_text(TINY.format(epochs=2))
-    run = tmp_path / "run"
-    assert main(["train", "--config", str(cfg), "--data", str(heat_paper_file), "--out", str(run),
-                 "--no-progress"]) == 0
+    cfg, run = _trained_run(tmp_path, heat_paper_file)
     before = _files(run)
     with locked(run, f"run directory {run}"):
         capsys.readouterr()
@@ -207,11 +190,7 @@ def test_dropped_lock_object_releases(tmp_path):
 def test_report_refused_while_its_directory_is_locked(tmp_path, heat_paper_file, capsys):
     from pdegrow.cli import main
 
-    cfg = tmp_path / "cfg.toml"
-    cfg.write_text(TINY.format(epochs=2))
-    run = tmp_path / "run"
-    assert main(["train", "--config", str(cfg), "--data", str(heat_paper_file), "--out", str(run),
-                 "--no-progress"]) == 0
+    _, run = _trained_run(tmp_path, heat_paper_file)
     (run / "report").mkdir()
     with locked(run / "report", f"report directory {run / 'report'}"):
         capsys.readouterr()

@@ -7,31 +7,12 @@ import struct
 
 import pytest
 import torch
+from conftest import one_line_error, train_tiny_run
 
 from pdegrow.cli import main
 from pdegrow.errors import PdegrowError
 
 torch.set_num_threads(1)
-
-TINY = """
-[run]
-seed = 0
-progress = false
-threads = 1
-[data]
-n_train = 30
-n_val = 10
-n_test = 10
-[model]
-width = 8
-[optim]
-batch_size = 30
-[train]
-max_epochs = 3
-[growth]
-strategy = "fixed"
-"""
-
 
 class _Payload:
     """Unpickling this creates the marker file: what an attacker's model.pt would do."""
@@ -45,22 +26,11 @@ class _Payload:
 
 @pytest.fixture
 def finished_run(tmp_path, heat_paper_file):
-    cfg = tmp_path / "cfg.toml"
-    cfg.write_text(TINY)
-    out = tmp_path / "run"
-    assert main(["train", "--config", str(cfg), "--data", str(heat_paper_file), "--out", str(out),
-                 "--no-progress"]) == 0
-    return out
+    return train_tiny_run(tmp_path, heat_paper_file, max_epochs=3)[1]
 
 
 def _craft(path, marker) -> None:
     torch.save({"spec": _Payload(str(marker)), "epoch": _Payload(str(marker))}, path)
-
-
-def _one_line_error(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "Traceback" not in err, err
-    return err
 
 
 def test_crafted_model_and_checkpoint_never_run_code(finished_run, heat_paper_file, tmp_path, capsys):
@@ -74,12 +44,12 @@ def test_crafted_model_and_checkpoint_never_run_code(finished_run, heat_paper_fi
     _craft(finished_run / "model.pt", marker)
     capsys.readouterr()
     assert main(["evaluate", str(finished_run), "--data", str(heat_paper_file), "--json"]) == 2
-    assert "model.pt is not a pdegrow run file" in _one_line_error(capsys)
+    assert "model.pt is not a pdegrow run file" in one_line_error(capsys)
     assert main(["report", str(finished_run)]) == 2
-    assert "model.pt is not a pdegrow run file" in _one_line_error(capsys)
+    assert "model.pt is not a pdegrow run file" in one_line_error(capsys)
     _craft(finished_run / "checkpoint.pt", marker)
     assert main(["train", "--out", str(finished_run), "--resume", "--no-progress"]) == 2
-    assert "checkpoint.pt is not a pdegrow run file" in _one_line_error(capsys)
+    assert "checkpoint.pt is not a pdegrow run file" in one_line_error(capsys)
     assert not marker.exists()
 
 
@@ -154,7 +124,7 @@ path = "{heat_paper_file}"
 {table}""")
     out = tmp_path / "a" / "b" / "c" / "out"
     assert main(["compare", "--config", str(cfg), "--out", str(out), "--quiet", "--no-figures"]) == 2
-    err = _one_line_error(capsys)
+    err = one_line_error(capsys)
     assert f"name {evil!r} cannot be a directory name" in err
     assert not out.exists()
     assert not list(tmp_path.rglob("escaped")) and not list(tmp_path.rglob("seed-0"))
