@@ -181,3 +181,18 @@ def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "Traceback" not in err, err
     return err
+
+
+def conv_growth_case() -> tuple[Any, Any, Any]:
+    """(model, inputs, targets): a float64 convolutional growable ResNet (width 3, one
+    circular-padded block) on six 5×5 fields, the target the squared field shifted by one pixel."""
+    import torch
+
+    from pdegrow.models import GrowableResNet
+
+    torch.manual_seed(0)
+    model = GrowableResNet.conv(1, 1, width=3, depth=1, block="conv_perceptron", activation="tanh",
+                                padding_mode="circular").to(torch.float64)
+    g = torch.Generator().manual_seed(2)
+    y = torch.randn(6, 1, 5, 5, generator=g, dtype=torch.float64)
+    return model, y, torch.roll(y, 1, dims=-1) ** 2

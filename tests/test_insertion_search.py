@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import TensorBatch
+from conftest import conv_growth_case as conv_case
 from conftest import make_growth_ctx as make_ctx
 
 from pdegrow.growth.base import apply_proposal, build_strategy
@@ -44,15 +45,6 @@ def few_samples_case(seed: int):
     g = torch.Generator().manual_seed(seed + 10)
     y = torch.randn(5, 3, generator=g, dtype=DT)
     return model, y, torch.sin(3 * y[:, :2])
-
-
-def conv_case():
-    torch.manual_seed(0)
-    model = GrowableResNet.conv(1, 1, width=3, depth=1, block="conv_perceptron", activation="tanh",
-                                padding_mode="circular").to(DT)
-    g = torch.Generator().manual_seed(2)
-    y = torch.randn(6, 1, 5, 5, generator=g, dtype=DT)
-    return model, y, torch.roll(y, 1, dims=-1) ** 2
 
 
 # ------------------------------------------------------------------------------ pure functions

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import conv_growth_case as conv_case
 from conftest import make_growth_ctx as make_ctx
 
 from pdegrow.growth.base import apply_proposal, build_strategy
@@ -21,15 +22,6 @@ def mlp_case():
     g = torch.Generator().manual_seed(1)
     y = torch.randn(40, 3, generator=g, dtype=DT)
     return model, y, torch.sin(y[:, :2] * y[:, 1:])
-
-
-def conv_case():
-    torch.manual_seed(0)
-    model = GrowableResNet.conv(1, 1, width=3, depth=1, block="conv_perceptron", activation="tanh",
-                                padding_mode="circular").to(DT)
-    g = torch.Generator().manual_seed(2)
-    y = torch.randn(6, 1, 5, 5, generator=g, dtype=DT)
-    return model, y, torch.roll(y, 1, dims=-1) ** 2
 
 
 @pytest.mark.parametrize("case", [mlp_case, conv_case])
