@@ -213,21 +213,30 @@ def test_cross_entropy_loss_matches_torch() -> None:
     assert float(data_loss(logits, onehot, "cross_entropy")) == pytest.approx(float(expected), rel=1e-6)
 
 
+def _table_config(strategy: str, *, data: dict, train: dict):
+    """A training config for a table written by :func:`write_table`: a small MLP (width 8, one hidden
+    layer of 4) on its features, batches of 50, patience 5, at most one layer grown by ``strategy``;
+    ``data`` and ``train`` add their keys to those sections."""
+    return build_config({
+        "run": {"seed": 0, "device": "cpu", "progress": False},
+        "data": {"input": "inputs/features", "aux": [], **data},
+        "model": {"width": 8, "depth": 1, "block": "mlp", "hidden": [4]},
+        "optim": {"lr": 1e-2, "batch_size": 50},
+        "train": {"patience": 5, **train},
+        "growth": {"strategy": strategy, "max_layers": 1},
+    }, "test")
+
+
 def test_classification_trains_with_growth(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     centres = rng.normal(size=(3, 5)) * 3
     labels = rng.integers(0, 3, 300)
     x = centres[labels] + rng.normal(size=(300, 5)) * 0.5
     data = write_table(Table("blobs", "classification", x, labels, n_classes=3), tmp_path / "b.h5")
-    cfg = build_config({
-        "run": {"seed": 0, "device": "cpu", "progress": False},
-        "data": {"problem": "classification", "input": "inputs/features", "target": "targets/one_hot",
-                 "aux": [], "n_train": 200, "n_val": 50, "n_test": 50, "normalize_targets": "none"},
-        "model": {"width": 8, "depth": 1, "block": "mlp", "hidden": [4]},
-        "optim": {"lr": 1e-2, "batch_size": 50},
-        "train": {"max_epochs": 40, "phase_epochs": 15, "patience": 5, "loss": "cross_entropy"},
-        "growth": {"strategy": "topological_insertion", "max_layers": 1},
-    }, "test")
+    cfg = _table_config("topological_insertion",
+                        data={"problem": "classification", "target": "targets/one_hot", "n_train": 200,
+                              "n_val": 50, "n_test": 50, "normalize_targets": "none"},
+                        train={"max_epochs": 40, "phase_epochs": 15, "loss": "cross_entropy"})
     summary = train(cfg, data, tmp_path / "run")
     assert summary["growth_events"] == 1
     assert summary["test"]["error_rate"] < 0.1          # separable blobs; chance is 2/3
@@ -245,15 +254,10 @@ def test_boston_shaped_regression_reports_the_test_mse(tmp_path: Path) -> None:
     x = rng.normal(size=(160, 13)) * rng.uniform(0.5, 50, size=13)
     y = 22 + 3 * np.tanh(x[:, 5] / 10) - 0.2 * x[:, 12] + rng.normal(size=160)
     data = write_table(Table("boston", "regression", x, y[:, None]), tmp_path / "b.h5")
-    cfg = build_config({
-        "run": {"seed": 0, "device": "cpu", "progress": False},
-        "data": {"problem": "regression", "input": "inputs/features", "target": "targets/value",
-                 "aux": [], "n_train": 100, "n_val": 20, "n_test": 40},
-        "model": {"width": 8, "depth": 1, "block": "mlp", "hidden": [4]},
-        "optim": {"lr": 1e-2, "batch_size": 50},
-        "train": {"max_epochs": 30, "phase_epochs": 10, "patience": 5, "loss": "mse"},
-        "growth": {"strategy": "layerwise", "max_layers": 1},
-    }, "test")
+    cfg = _table_config("layerwise",
+                        data={"problem": "regression", "target": "targets/value", "n_train": 100, "n_val": 20,
+                              "n_test": 40},
+                        train={"max_epochs": 30, "phase_epochs": 10, "loss": "mse"})
     summary = train(cfg, data, tmp_path / "run")
     run = load_trained(tmp_path / "run")
     test = load_eval_data(run, str(data), "test")
