@@ -196,3 +196,20 @@ def conv_growth_case() -> tuple[Any, Any, Any]:
     g = torch.Generator().manual_seed(2)
     y = torch.randn(6, 1, 5, 5, generator=g, dtype=torch.float64)
     return model, y, torch.roll(y, 1, dims=-1) ** 2
+
+
+def tiny_compare_config(data: Path, dataset: str = "heat", strategy: str = "fixed", extra: str = "") -> str:
+    """A comparison config (TOML): seed 0, one ``strategy``, 2 epochs on 30/10 samples of ``data``
+    named ``dataset``; ``extra`` (TOML) is appended."""
+    return f"""
+[compare]
+seeds = [0]
+strategies = ["{strategy}"]
+[base.train]
+max_epochs = 2
+[base.data]
+n_train = 30
+n_val = 10
+[dataset."{dataset}"]
+path = "{data}"
+{extra}"""

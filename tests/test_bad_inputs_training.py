@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import one_line_error, tiny_train_config, write_tiny_config
+from conftest import one_line_error, tiny_compare_config, tiny_train_config, write_tiny_config
 
 from pdegrow.cli import main
 from pdegrow.data.splits import make_splits
@@ -139,8 +139,7 @@ def test_unwritable_outputs(tmp_path, cfg, heat_paper_file, capsys):
     err = one_line_error(capsys)
     assert "cannot use the run directory /proc/pdegrow-run (" in err
     cmp = tmp_path / "cmp.toml"
-    cmp.write_text(f'[compare]\nseeds = [0]\nstrategies = ["fixed"]\n'
-                   f'[dataset.heat]\npath = "{heat_paper_file}"\n')
+    cmp.write_text(tiny_compare_config(heat_paper_file))
     assert main(["compare", "--config", str(cmp), "--out", "/proc/cmp", "--quiet"]) == 2
     err = one_line_error(capsys)
     assert "cannot create the output directory /proc/cmp (" in err

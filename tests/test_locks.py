@@ -10,7 +10,7 @@ import textwrap
 import time
 
 import pytest
-from conftest import train_tiny_run, write_tiny_config
+from conftest import tiny_compare_config, train_tiny_run, write_tiny_config
 
 from pdegrow.errors import PdegrowError
 from pdegrow.locks import LOCK_NAME, DirectoryLock, LockBusy, lock_directory, locked, mpi_lock
@@ -155,18 +155,7 @@ def test_train_and_compare_refused_while_locked(tmp_path, heat_paper_file, capsy
         assert f"is in use by process {os.getpid()}" in capsys.readouterr().err
     assert _files(run) == before  # the holder's files untouched
     cmp = tmp_path / "cmp.toml"
-    cmp.write_text(f"""
-[compare]
-seeds = [0]
-strategies = ["fixed"]
-[base.train]
-max_epochs = 2
-[base.data]
-n_train = 30
-n_val = 10
-[dataset.heat]
-path = "{heat_paper_file}"
-""")
+    cmp.write_text(tiny_compare_config(heat_paper_file))
     out = tmp_path / "cmp"
     out.mkdir()
     with locked(out, f"comparison {out}"):

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 import torch
-from conftest import one_line_error, train_tiny_run
+from conftest import one_line_error, tiny_compare_config, train_tiny_run
 
 from pdegrow.cli import main
 from pdegrow.errors import PdegrowError
@@ -110,18 +110,7 @@ def test_compare_names_never_leave_out(tmp_path, heat_paper_file, capsys, field)
     table = f'[strategy."{strategy}"]\nstrategy = "fixed"\n' if field == "strategy_table" else ""
     cfg = tmp_path / "a" / "b" / "c" / "cmp.toml"
     cfg.parent.mkdir(parents=True)
-    cfg.write_text(f"""
-[compare]
-seeds = [0]
-strategies = ["{strategy}"]
-[base.train]
-max_epochs = 2
-[base.data]
-n_train = 30
-n_val = 10
-[dataset."{dataset}"]
-path = "{heat_paper_file}"
-{table}""")
+    cfg.write_text(tiny_compare_config(heat_paper_file, dataset, strategy, table))
     out = tmp_path / "a" / "b" / "c" / "out"
     assert main(["compare", "--config", str(cfg), "--out", str(out), "--quiet", "--no-figures"]) == 2
     err = one_line_error(capsys)
