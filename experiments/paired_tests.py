@@ -1,0 +1,55 @@
+"""Paired comparisons of strategies over seeds, from a finished `pdegrow compare` study (or run dirs).
+
+For each pair (A, B) and metric: the per-seed differences d_k = err_A(k) − err_B(k) of the mean test
+errors, their mean ± std, how many seeds A wins, and the two-sided paired t-test (scipy.stats.ttest_rel)
+and Wilcoxon signed-rank p-values. Runs with the same seed share the data split and initial draw
+conventions of the study, so the seed is the pairing unit.
+
+    python experiments/paired_tests.py runs/study-heat-paper-posterior \
+        --pairs topological_insertion:random_insertion random_insertion:fixed-same-size
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+
+def seed_errors(study: Path, strategy: str, metric: str) -> dict[int, float]:
+    out = {}
+    for summary in sorted(study.glob(f"runs/*/{strategy}/seed-*/summary.json")):
+        value = json.loads(summary.read_text()).get("test", {}).get(metric)
+        if value is not None:
+            out[int(summary.parent.name.removeprefix("seed-"))] = float(value)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("study", type=Path, help="a `pdegrow compare --out` directory")
+    p.add_argument("--pairs", nargs="+", required=True, help="A:B strategy labels (A is tested against B)")
+    p.add_argument("--metrics", nargs="+", default=["rel_error_field", "rel_error_conductivity"])
+    args = p.parse_args()
+    print("| A vs B | metric | seeds | mean(A − B) ± std | A better | paired t p | Wilcoxon p |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for pair in args.pairs:
+        a, _, b = pair.partition(":")
+        for metric in args.metrics:
+            ea, eb = seed_errors(args.study, a, metric), seed_errors(args.study, b, metric)
+            seeds = sorted(set(ea) & set(eb))
+            if len(seeds) < 2:
+                print(f"| {a} vs {b} | {metric} | {len(seeds)} | – | – | – | – |")
+                continue
+            d = np.array([ea[s] - eb[s] for s in seeds])
+            t_p = stats.ttest_rel([ea[s] for s in seeds], [eb[s] for s in seeds]).pvalue
+            w_p = stats.wilcoxon(d).pvalue if np.any(d != 0) else 1.0
+            print(f"| {a} vs {b} | {metric} | {len(seeds)} | {d.mean():+.4f} ± {d.std(ddof=1):.4f} | "
+                  f"{int((d < 0).sum())}/{len(seeds)} | {t_p:.3g} | {w_p:.3g} |")
+
+
+if __name__ == "__main__":
+    main()
