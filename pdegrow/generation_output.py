@@ -30,7 +30,7 @@ from pdegrow.contract import open_dataset
 from pdegrow.errors import DataContractError, PdegrowError
 from pdegrow.generation_parts import done_indices, parts_dir, read_manifest, write_manifest
 from pdegrow.io_errors import io_cause, write_error
-from pdegrow.locks import LOCK_NAME, DirectoryLock
+from pdegrow.locks import LOCK_NAME, DirectoryLock, clear_directory
 from pdegrow.resources import available_memory_bytes, format_bytes, free_disk_bytes
 
 
@@ -220,12 +220,6 @@ def _clear(out: Path, parts: Path) -> None:
     try:
         if out.exists():
             out.unlink()
-        for child in parts.iterdir():
-            if child.name == LOCK_NAME:
-                continue
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child)
-            else:
-                child.unlink()
+        clear_directory(parts)
     except OSError as exc:
         raise write_error(exc.filename or out, exc, "remove") from None

@@ -26,6 +26,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -183,4 +184,17 @@ def mpi_lock(comm: Any, path: str | Path, what: str | None = None) -> Iterator[D
             lock.release()
 
 
-__all__ = ["LOCK_NAME", "DirectoryLock", "LockBusy", "lock_directory", "locked", "mpi_lock"]
+def clear_directory(directory: str | Path) -> None:
+    """Remove everything in ``directory`` but its lock file (``--overwrite`` under the lock);
+    a link is removed, never followed. ``OSError`` is the caller's to report."""
+    for child in Path(directory).iterdir():
+        if child.name == LOCK_NAME:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+__all__ = ["LOCK_NAME", "DirectoryLock", "LockBusy", "clear_directory", "lock_directory", "locked",
+           "mpi_lock"]

@@ -19,13 +19,12 @@
 
 from __future__ import annotations
 
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pdegrow.errors import PdegrowError
-from pdegrow.locks import LOCK_NAME, DirectoryLock
+from pdegrow.locks import LOCK_NAME, DirectoryLock, clear_directory
 from pdegrow.training.runlog import RUN_FILE, RUN_KIND, read_run, write_json
 
 
@@ -104,13 +103,7 @@ class RunDirectory:
         """Validation passed: clear a replaced run, write ``run.json`` (running) and ``config.json``."""
         d = self.path
         if self.replace:
-            for p in d.iterdir():
-                if p.name == LOCK_NAME:
-                    continue
-                if p.is_dir() and not p.is_symlink():
-                    shutil.rmtree(p)
-                else:
-                    p.unlink()
+            clear_directory(d)
         write_json(d / RUN_FILE, {"kind": RUN_KIND, "version": 1, "status": "running",
                                   "data": str(Path(data_path).resolve()),
                                   "created": datetime.now(UTC).isoformat(timespec="seconds")})
