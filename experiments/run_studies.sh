@@ -45,7 +45,9 @@ case "${1:-help}" in
                     --n-val 50 --n-test "$3" --threads 1 --no-progress --overwrite; }
                 ref ns32-T1-full map 50; ref ns32-T0.2-full map 50
                 ref ns32-T1-sensors laplace 50; ref ns32-T0.2-sensors laplace 50
-                ref ns32-T0.2-full laplace 10; ref ns32-T5-full map 10
+                ref ns32-T5-full map 10
+                "$BIN/python" benchmarks/bench_reference_ns.py datasets/ns32-T0.2-full.h5 --method laplace \
+                    --n-test 5 --rank 1024 --power-iters 0 --write
                 "$BIN/python" benchmarks/bench_reference_ns.py datasets/ns32-T1-full.h5 --method laplace \
                     --n-test 5 --rank 256 --power-iters 0 --write ;;
   ns-figure)    "$BIN/python" experiments/ns_fields_figure.py ;;
