@@ -153,7 +153,8 @@ def save(path: str | Path, tree: Any, metadata: dict[str, str] | None = None) ->
 def from_bytes(data: bytes, where: str = "run file") -> tuple[Any, dict[str, str]]:
     """(tree, metadata) from a file's bytes; a :class:`PdegrowError` for anything else."""
     bad = f"{where} is not a pdegrow run file"
-    if data[:2] == b"PK" or data[:1] == b"\x80":
+    header_start = data[8:9] == b"{"   # a header length whose low byte is 0x80 or "PK" is fine
+    if not header_start and (data[:2] == b"PK" or data[:1] == b"\x80"):
         raise PdegrowError(f"{bad} (a pickle/zip file, e.g. from torch.save: pdegrow never unpickles run "
                            f"files, which could run code; retrain the run with this version)")
     if len(data) < 8:

@@ -128,3 +128,23 @@ def test_run_spec_refuses_a_path_name(tmp_path):
         RunSpec("heat", "a/b", 0, "x.h5", {}).run_dir(tmp_path)
     assert RunSpec("heat-paper", "fixed-same-budget", 3, "x.h5", {}).run_dir(tmp_path) == \
         tmp_path / "runs" / "heat-paper" / "fixed-same-budget" / "seed-3"
+
+
+def test_tensorfile_header_length_with_pickle_like_first_byte(tmp_path):
+    """A valid file whose header length starts with 0x80 (a pickle's first byte) or spells "PK" is read."""
+    import struct
+
+    import torch
+
+    from pdegrow import tensorfile
+
+    for low in (0x80, 0x50):
+        for pad in range(600):
+            raw = tensorfile.to_bytes({"w": torch.ones(3), "note": "x" * pad})
+            (n,) = struct.unpack("<Q", raw[:8])
+            if n & 0xFF == low and (low != 0x50 or (n >> 8) & 0xFF == 0x4B):
+                break
+        else:
+            continue
+        tree, _ = tensorfile.from_bytes(raw, "f")
+        assert torch.equal(tree["w"], torch.ones(3)) and tree["note"] == "x" * pad
