@@ -8,8 +8,9 @@ import torch
 
 from pdegrow.data.bundle import prepare_data
 from pdegrow.errors import PdegrowError
+from pdegrow.reference.heat_forward import relative_noise_nll
 from pdegrow.regularizers.heat_physics import HeatOperators, kl_to_field, solve_temperature
-from pdegrow.regularizers.heat_posterior import kl_neg_log_posterior, relative_noise_misfit
+from pdegrow.regularizers.heat_posterior import kl_neg_log_posterior
 from pdegrow.training.config import DataConfig, build_config
 from pdegrow.training.trainer import Trainer
 
@@ -37,7 +38,7 @@ def test_value_closed_form(heat):
     # y = 1.1 T: each sensor adds ½ (0.1/σ)²
     T = torch.tensor([[2.0, 4.0]], dtype=D)
     expect = np.log(8.0) + 2 * 0.5 * (0.1 / 0.05) ** 2
-    assert relative_noise_misfit(T, 1.1 * T, 0.05).item() == pytest.approx(expect, rel=1e-12)
+    assert relative_noise_nll(T, 1.1 * T, 0.05).item() == pytest.approx(expect, rel=1e-12)
 
 
 def test_gradient_finite_differences(heat):

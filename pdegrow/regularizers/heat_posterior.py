@@ -21,13 +21,9 @@ from typing import Any
 
 import torch
 
+from pdegrow.reference.heat_forward import relative_noise_nll
 from pdegrow.regularizers.heat_physics import HeatOperators, kl_to_field, solve_temperature
 from pdegrow.regularizers.terms import Forward, LossTerm
-
-
-def relative_noise_misfit(T: torch.Tensor, y: torch.Tensor, noise_level: float) -> torch.Tensor:
-    """−log N(y; T, σ²T²) up to a constant, summed over sensors: Σ_s log|T_s| + ½((y_s − T_s)/(σT_s))²."""
-    return (torch.log(T.abs()) + 0.5 * ((y - T) / (noise_level * T)).pow(2)).sum(-1)
 
 
 def kl_neg_log_posterior(xi: torch.Tensor, y: torch.Tensor, ops: HeatOperators,
@@ -37,7 +33,7 @@ def kl_neg_log_posterior(xi: torch.Tensor, y: torch.Tensor, ops: HeatOperators,
         raise ValueError("the negative log posterior in KL coordinates needs the file's KL basis")
     m = kl_to_field(xi, ops.prior_mean, ops.kl_basis, ops.kl_eigenvalues)
     T = solve_temperature(m, ops) @ ops.observation.T
-    return 0.5 * xi.pow(2).sum(-1) + relative_noise_misfit(T, y, noise_level)
+    return 0.5 * xi.pow(2).sum(-1) + relative_noise_nll(T, y, noise_level)
 
 
 class PosteriorTerm(LossTerm):
