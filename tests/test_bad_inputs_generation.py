@@ -345,7 +345,8 @@ def test_a_sample_failing_on_one_rank_ends_every_rank(tmp_path):
     # the same command with --resume keeps them (and stops at the same sample, now dealt to rank 0)
     again = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert again.returncode == 2 and "sample 1 failed on rank 0" in _one_error_line(again.stderr)
-    assert sorted(int(i) for p in parts.glob("part-*.h5") for i in read_part_indices(p))[: len(kept)] == kept
+    after = {int(i) for p in parts.glob("part-*.h5") for i in read_part_indices(p)}
+    assert set(kept) <= after, (kept, sorted(after))  # which other samples finish first depends on timing
 
 
 # ---------------------------------------------------------------- 14. info into a closed pipe
