@@ -1,4 +1,5 @@
-"""DESIGN §1: pdegrow never imports dolfinx/petsc4py/mpi4py at module level; solvers never torch."""
+"""The dependency rule (docs/architecture.md): pdegrow never imports dolfinx/petsc4py/mpi4py at
+module level; solvers never torch."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The one growth-strategy interface every method goes through (DESIGN §5).
+"""The one growth-strategy interface every method goes through (``docs/architecture.md``).
 
 A strategy answers
 

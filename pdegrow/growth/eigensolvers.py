@@ -1,7 +1,7 @@
 """Top eigenpair of every block of a block-diagonal symmetric operator.
 
 The topological derivative (Krishnanunni, Bui-Thanh, Dawson, arXiv 2502.06885;
-DESIGN.md §5) needs, for every output unit r of a candidate block, the largest
+``docs/growth.md``) needs, for every output unit r of a candidate block, the largest
 *algebraic* eigenvalue of the symmetric, generally indefinite matrix
 
     A_r = σ''(0) Σ_p λ_{p,r} x̃_p x̃_pᵀ        (d × d, d = fan-in + 1)

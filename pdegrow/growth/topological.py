@@ -1,7 +1,7 @@
 """Topological derivative for inserting a residual block (Approach II).
 
 Krishnanunni, Bui-Thanh, Dawson, "Topological derivative approach for deep
-neural network architecture adaptation", arXiv 2502.06885; DESIGN.md §5.
+neural network architecture adaptation", arXiv 2502.06885; ``docs/growth.md``.
 
 Setting.  A residual network x_{t+1} = x_t + g_{t+1}(x_t), t = 0…L−1, output
 head(x_L), training loss J averaged over the S training samples.  Inserting

@@ -1,7 +1,7 @@
 """Approach II as a growth strategy: insert the block the topological derivative asks for.
 
 Krishnanunni, Bui-Thanh, Dawson, arXiv 2502.06885; the mathematics is in
-:mod:`pdegrow.growth.topological` (DESIGN §5).
+:mod:`pdegrow.growth.topological` and ``docs/growth.md``.
 
 * **when** — ``trigger``: ``"plateau"`` (the trainer's plateau test of the
   current phase, as every strategy), ``"threshold"`` (every

@@ -1,4 +1,4 @@
-"""The growable residual network of DESIGN §5.
+"""The growable residual network (``docs/architecture.md``).
 
     x₀ = lift(y),   x_{t+1} = x_t + g_{t+1}(x_t)  (t = 0 … L−1),
     output = head(x_L) + Σ_j Q_j(y)

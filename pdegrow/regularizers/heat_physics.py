@@ -1,4 +1,4 @@
-"""Physics regularizers for the steady heat problem −∇·(e^m ∇T) = f (DESIGN §4).
+"""Physics regularizers for the steady heat problem −∇·(e^m ∇T) = f (``docs/architecture.md``).
 
 Discrete form (P1 elements, the operators stored in the data file):
 

@@ -1,4 +1,4 @@
-"""The one trainer every growth strategy runs under (DESIGN §6).
+"""The one trainer every growth strategy runs under (``docs/architecture.md``).
 
 Seeded; device ``auto``/``cpu``/``cuda``; optional bfloat16 autocast on CUDA;
 phase-wise early stopping (a *phase* is the training between two growth
