@@ -4,8 +4,10 @@ sbatch reads them, and every `pdegrow SUBCOMMAND --flag` they call (or show in a
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -93,3 +95,28 @@ def test_checker_catches_rot(tmp_path):
     assert calls == [("generate", ["--resum"]), ("trian", ["--out"])]
     subs = _subparsers()
     assert "trian" not in subs and "--resum" not in subs["generate"]._option_string_actions
+
+
+@pytest.mark.mpi
+def test_generate_template_checks_an_existing_file(tmp_path):
+    """The template runs for real (one rank, tiny mesh); run again it ends at once when the file
+    is complete with the same recipe, and stops with exit 2 when the recipe differs."""
+    out = tmp_path / "tiny.h5"
+    env = {**os.environ, "SLURM_SUBMIT_DIR": str(ROOT), "SLURM_NTASKS": "1", "N_SAMPLES": "3",
+           "OUT": str(out), "GEN_ARGS": "--set nx=8 --set ny=8 --set n_sensors=4", "FLUSH_EVERY": "2",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+    def submit(**extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", str(SLURM / "generate.sbatch")], capture_output=True, text=True,
+                              env={**env, **extra}, cwd=tmp_path, timeout=600)
+
+    first = submit()
+    assert first.returncode == 0, first.stderr
+    made = out.stat().st_mtime_ns
+    again = submit()
+    assert again.returncode == 0, again.stderr
+    assert out.stat().st_mtime_ns == made
+    other = submit(SEED="1")
+    assert other.returncode == 2
+    assert "seed" in other.stderr and str(out) in other.stderr
+    assert out.stat().st_mtime_ns == made
