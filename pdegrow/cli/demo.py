@@ -16,12 +16,17 @@ import argparse
 import os
 from pathlib import Path
 
+from pdegrow.cli.helpfmt import ExampleHelpFormatter
 from pdegrow.errors import PdegrowError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "demo", help="run the main job on a small built-in default",
+        "demo", help="run the main job on a small built-in default", formatter_class=ExampleHelpFormatter,
+        epilog="examples:\n"
+        "  pdegrow demo                              # everything into runs/demo/ (what 'make demo' runs)\n"
+        "  pdegrow demo --out /tmp/demo --no-train   # only the data set and its figure\n"
+        "  pdegrow demo --n-samples 600 --seed 1 --no-progress",
         description="Generate a small heat data set (the papers' 'paper' preset: 9×9 mesh, "
         "12 KL modes, 10 noisy sensors) and a figure of it; grow a network on it with Approach I "
         "(layerwise training with manifold/sparsity/physics regularizers, then sequential residual "

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+from pdegrow.cli.helpfmt import ExampleHelpFormatter
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "evaluate", help="score a trained run on a data set",
+        "evaluate", help="score a trained run on a data set", formatter_class=ExampleHelpFormatter,
+        epilog="examples:\n"
+        "  pdegrow evaluate runs/lw --data datasets/heat-paper.h5            # the run's test split\n"
+        "  pdegrow evaluate runs/lw --data datasets/heat-paper.h5 --split val --json\n"
+        "  pdegrow evaluate runs/lw --data datasets/heat-other.h5 --no-reference   # every sample",
         description="Load RUN_DIR's final model and report its average relative errors (for heat: of "
         "the recovered log-conductivity field, nodal and L2(Ω) norms, mean and std over samples) on a "
         "split of the run's own data file (default: its test split) or on every sample of another "

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+from pdegrow.cli.helpfmt import ExampleHelpFormatter
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "report", help="write figures and a summary of a run",
+        "report", help="write figures and a summary of a run", formatter_class=ExampleHelpFormatter,
+        epilog="examples:\n"
+        "  pdegrow report runs/lw                        # runs/lw/report/{report.md,*.png}\n"
+        "  pdegrow report runs/lw --out talk-figures --n-examples 5\n"
+        "  pdegrow report runs/ns --data datasets/ns-32.h5   # NS: true vs recovered w0, error maps",
         description="Write into RUN_DIR/report (or --out): loss curves with the growth events marked, "
         "the architecture over time, predicted vs realised loss change at each growth event, and for "
         "the heat problem the true and recovered conductivity fields with the sensors, error maps and "
