@@ -241,6 +241,23 @@ def test_laplace_through_the_cli_writes_the_results_file(ns_sensors, tmp_path):
     assert 0.0 < ref.info["laplace"]["coverage_95_mean"] <= 1.0
 
 
+def test_cli_navier_stokes_options_reach_the_solver(ns_full, heat_paper_file, tmp_path):
+    out = tmp_path / "ref.h5"
+    run_cli("reference", str(ns_full), "--method", "laplace", "--samples", "0:2", "--out", str(out),
+            "--rank", "5", "--power-iters", "0", "--device", "cpu", "--batch-size", "1", "--max-iter", "2",
+            "--no-progress")
+    ref = read_reference(out)
+    assert ref.info["laplace"]["rank"] == 5 and ref.info["laplace"]["exact"] is False
+    assert ref.info["map"]["iterations_max"] <= 2
+    assert ref.info["device"] == "cpu" and ref.info["options"]["batch_size"] == 1
+    proc = run_cli("reference", str(heat_paper_file), "--method", "map", "--rank", "5", "--out",
+                   str(tmp_path / "heat.h5"), "--no-progress", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("pdegrow reference: error: --rank: Navier-Stokes options, "
+                                   f"but {heat_paper_file} is a heat data set")
+    assert not (tmp_path / "heat.h5").exists()
+
+
 # ---------------------------------------------------------------- bad input
 
 def _copy_with(src: Path, dst: Path, **attrs) -> Path:

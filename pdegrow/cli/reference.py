@@ -21,6 +21,8 @@ methods:
             mean of e^m, coverage of the 95 % intervals
   mcmc      posterior means of m and of e^m by MCMC (independence-t + random-walk Metropolis,
             several chains per sample); refused while split-R-hat > --rhat-max
+  Navier-Stokes files: map is the 4D-Var MAP (batched L-BFGS, gradients by reverse mode through
+  the file's own time stepping), laplace adds the low-rank Fisher posterior std (--rank)
 
 examples:
   pdegrow reference datasets/heat-paper-560.h5 --method map
@@ -28,7 +30,12 @@ examples:
   pdegrow reference datasets/heat-paper-560.h5 --method mcmc --samples 0:40 --chains 8
   pdegrow reference datasets/heat-default.h5 --method laplace --samples all
   pdegrow reference data.h5 --method map --samples test --n-train 100 --n-val 20
+  pdegrow reference datasets/ns32-T1-full.h5 --method laplace --n-train 400 --n-val 50 --n-test 5 \\
+      --rank 256 --device cuda
 """
+
+
+NS_OPTIONS = ("device", "rank", "power_iters", "batch_size", "max_iter")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Compute the best error an estimator can reach on a data set's samples given the "
         "file's prior and noise model, from the operators stored in the file (no FEniCSx needed), so "
         "that networks can be read against it. Implemented for heat data sets (KL and full-field SPDE "
-        "priors; mcmc for KL).", epilog=EPILOG)
+        "priors; mcmc for KL) and Navier-Stokes data sets (map, laplace).", epilog=EPILOG)
     p.add_argument("data", metavar="DATA", help="pdegrow data set (HDF5)")
     p.add_argument("--method", required=True, choices=("map", "laplace", "mcmc"), help="estimator")
     p.add_argument("--samples", default="test", metavar="SPEC",
@@ -65,6 +72,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="largest accepted split-R-hat (default: 1.05)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     s.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: leave as is)")
+    n = p.add_argument_group("Navier-Stokes (4D-Var MAP and Laplace through the file's own dynamics)")
+    n.add_argument("--device", help="auto (CUDA when present), cpu, cuda, cuda:1 ... (default: auto)")
+    n.add_argument("--rank", type=int,
+                   help="Laplace, full field: Hessian rank kept (default: 256; sensors are exact)")
+    n.add_argument("--power-iters", type=int,
+                   help="Laplace: power iterations of the randomised SVD (default: 1)")
+    n.add_argument("--batch-size", type=int, help="samples optimised together (default: 50)")
+    n.add_argument("--max-iter", type=int, help="L-BFGS iterations per sample (default: 300)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
@@ -111,6 +126,16 @@ def run(args: argparse.Namespace) -> int:
     for key in ("starts", "max_steps"):
         if getattr(args, key) is not None:
             opts[key] = getattr(args, key)
+    ns_opts = {key: getattr(args, key) for key in NS_OPTIONS if getattr(args, key) is not None}
+    if ns_opts:
+        from pdegrow.contract import open_dataset
+
+        with open_dataset(args.data) as f:
+            problem = str(f.attrs["problem"])
+        if problem != "navier_stokes":
+            flags = ", ".join("--" + key.replace("_", "-") for key in ns_opts)
+            raise PdegrowError(f"{flags}: Navier-Stokes options, but {args.data} is a {problem} data set")
+        opts.update(ns_opts)
     if args.method == "mcmc":
         opts.update(chains=args.chains, warmup=args.warmup, steps=args.steps, rhat_max=args.rhat_max)
     cb, close = _progress(not args.no_progress)
