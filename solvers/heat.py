@@ -282,8 +282,11 @@ class HeatProblem:
         self.dirichlet_nodes = np.sort(q_facets_dofs).astype(np.int64)
 
         self.sensors = sensor_points(r)
-        self.observation_matrix = self._observation_matrix(self.sensors)
+        self.observation_matrix = self._observation_matrix(self.sensors, self.V)
         self.to_nodes = self._interpolation_to_nodes()
+        # B on the stored P1 nodal fields (for degree > 1 it observes the P1 interpolant of T)
+        self.nodal_observation_matrix = (self.observation_matrix if self.to_nodes is None
+                                         else self._observation_matrix(self.sensors, self.Q))
 
         # --- prior
         if r.prior == "kl":
@@ -297,23 +300,24 @@ class HeatProblem:
                 spde_marginal_variance(self.spde_lu, self.sqrt_lumped_mass))
 
     # -- construction helpers
-    def _observation_matrix(self, points: np.ndarray) -> np.ndarray:
-        """B with (B T)_s = T(x_s): cells located once through the bounding-box tree."""
+    def _observation_matrix(self, points: np.ndarray, space: fem.FunctionSpace) -> np.ndarray:
+        """B with (B T)_s = T(x_s) for T in ``space``: cells located once through the bounding-box
+        tree."""
         pts = np.zeros((len(points), 3))
         pts[:, :2] = points
         tdim = self.msh.topology.dim
         tree = geometry.bb_tree(self.msh, tdim)
         colliding = geometry.compute_colliding_cells(
             self.msh, geometry.compute_collisions_points(tree, pts), pts)
-        B = np.zeros((len(points), self.V.dofmap.index_map.size_local))
-        probe = fem.Function(self.V)
+        B = np.zeros((len(points), space.dofmap.index_map.size_local))
+        probe = fem.Function(space)
         for s, x in enumerate(pts):
             cells = colliding.links(s)
             if len(cells) == 0:
                 raise PdegrowError(f"heat recipe: sensor {s} at ({x[0]:g}, {x[1]:g}) lies outside "
                                    "the domain (0, 1)²")
             cell = cells[0]
-            for dof in self.V.dofmap.cell_dofs(cell):
+            for dof in space.dofmap.cell_dofs(cell):
                 probe.x.array[:] = 0.0
                 probe.x.array[dof] = 1.0
                 B[s, dof] = probe.eval(x, np.array([cell], dtype=np.int32))[0]
@@ -384,7 +388,6 @@ class HeatProblem:
         return specs
 
     def static_arrays(self) -> dict[str, np.ndarray]:
-        B = self.observation_matrix if self.to_nodes is None else None
         arrays = {
             "geometry/nodes": self.nodes,
             "geometry/cells": self.cells,
@@ -395,8 +398,7 @@ class HeatProblem:
             "operators/lumped_mass": self.lumped_mass,
             "operators/prior_mean": np.full(len(self.nodes), self.recipe.prior_mean),
         }
-        if B is not None:
-            arrays["operators/observation_matrix"] = B
+        arrays["operators/observation_matrix"] = self.nodal_observation_matrix
         mass = self.mass.tocsr().sorted_indices()
         arrays["operators/mass_matrix_data"] = mass.data
         arrays["operators/mass_matrix_indices"] = mass.indices.astype(np.int64)

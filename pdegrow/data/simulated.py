@@ -22,6 +22,11 @@ def simulate_heat_samples(ops: HeatOperators, n: int, noise_level: float, seed: 
     ``targets/log_conductivity``, ``targets/temperature`` (float64 arrays, first axis = draw)."""
     if ops.kl_basis is None or ops.kl_eigenvalues is None or ops.prior_mean is None:
         raise ValueError("simulated samples need a KL prior in the data file")
+    if ops.observation is None:
+        from pdegrow.errors import PdegrowError
+
+        raise PdegrowError("simulated_inputs needs operators/observation_matrix, which this data file "
+                           "lacks (a degree > 1 file of an older pdegrow: regenerate it)")
     k, s = ops.kl_basis.shape[1], ops.observation.shape[0]
     xi = np.empty((n, k))
     eps = np.empty((n, s))

@@ -35,7 +35,7 @@ class HeatOperators:
     cell_stiffness: torch.Tensor   # (C, 3, 3)
     load: torch.Tensor             # (N,)
     free: torch.Tensor             # (N_free,) long: non-Dirichlet nodes
-    observation: torch.Tensor      # (S, N)
+    observation: torch.Tensor | None  # (S, N); None in files that lack it (degree > 1, before it was written)
     lumped_mass: torch.Tensor      # (N,)
     kl_basis: torch.Tensor | None = None        # (N, n_modes)
     kl_eigenvalues: torch.Tensor | None = None  # (n_modes,)
@@ -58,7 +58,8 @@ class HeatOperators:
         return cls(
             cells=torch.as_tensor(np.asarray(geometry["cells"], dtype=np.int64), device=device),
             cell_stiffness=t(ops["cell_stiffness"]), load=t(ops["load_vector"]),
-            free=torch.as_tensor(free, device=device), observation=t(ops["observation_matrix"]),
+            free=torch.as_tensor(free, device=device),
+            observation=t(ops["observation_matrix"]) if "observation_matrix" in ops else None,
             lumped_mass=t(ops["lumped_mass"]),
             kl_basis=t(ops["kl_basis"]) if "kl_basis" in ops else None,
             kl_eigenvalues=t(ops["kl_eigenvalues"]) if "kl_eigenvalues" in ops else None,

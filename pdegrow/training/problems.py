@@ -46,6 +46,7 @@ def physics_terms(data: DataBundle, cfg: RegularizerConfig, ops: HeatOperators |
             raise PdegrowError("physics_weight > 0 needs 'targets/temperature' in [data] aux")
         terms.append(HeatPhysicsTerm(cfg.physics_weight, ops, data.cfg.target))
     if cfg.model_constrained_weight > 0:
+        require_observation_matrix(data, ops, "model_constrained_weight > 0")
         terms.append(ModelConstrainedTerm(cfg.model_constrained_weight, ops, data.cfg.target))
     return terms
 
@@ -70,7 +71,18 @@ def posterior_term(data: DataBundle, cfg: TrainConfig, ops: HeatOperators | None
     if model != "relative" or not level > 0:
         raise PdegrowError(f"posterior_weight > 0 needs relative noise of positive level; {data.path} "
                            f"has noise_model={model!r}, noise_level={level}")
+    require_observation_matrix(data, ops, "posterior_weight > 0")
     return PosteriorTerm(cfg.posterior_weight, ops, level)
+
+
+def require_observation_matrix(data: DataBundle, ops: HeatOperators, what: str) -> None:
+    """Refuse a term that observes a solved temperature when the file has no ``observation_matrix``
+    (heat files of degree > 1 written before it was stored for them)."""
+    from pdegrow.errors import PdegrowError
+
+    if ops.observation is None:
+        raise PdegrowError(f"{what} needs operators/observation_matrix, which {data.path} lacks "
+                           "(regenerate it with this pdegrow)")
 
 
 def recovered_field(pred_phys: torch.Tensor, data: DataBundle, ops: HeatOperators | None,
