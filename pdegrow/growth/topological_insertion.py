@@ -69,6 +69,8 @@ from pdegrow.growth.topological import (
     second_order_contributions,
     topological_derivatives,
 )
+from pdegrow.growth.topological_vit import accumulate_token_operators
+from pdegrow.models.vit import is_vit
 
 TRIGGERS = ("plateau", "threshold", "either")
 
@@ -118,9 +120,12 @@ def model_depth_operators(
     states and costates in ``op.features``.
     """
     model = ctx.model
+    passes = model_passes(model, iter(ctx.train_batches() if batches is None else batches), ctx.batch_loss)
+    if is_vit(model):  # token states (B, N, n): the sum runs over samples and tokens
+        return accumulate_token_operators(passes, mode=mode, depths=depths, keep_features=keep_features)
     padding_mode = getattr(model.lift, "padding_mode", "zeros")
     return accumulate_depth_operators(
-        model_passes(model, iter(ctx.train_batches() if batches is None else batches), ctx.batch_loss),
+        passes,
         mode=mode,
         kernel_size=kernel_size,
         padding_mode=padding_mode,

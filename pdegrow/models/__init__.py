@@ -23,11 +23,12 @@ from pdegrow.models.blocks import (
 )
 from pdegrow.models.optim import make_optimizer, sync_optimizer
 from pdegrow.models.resnet import GrowableResNet
+from pdegrow.models.vit import build_vit  # registers the ViT modules (for from_spec)
 
 __all__ = [
     "BLOCK_REGISTRY", "ConvBlock", "ConvCorrector", "ConvHead", "ConvLift", "ConvPerceptronBlock",
     "GrowableResNet",
     "LinearHead", "LinearLift", "MLPBlock", "MLPCorrector", "PerceptronBlock", "SpecModule",
-    "build_module", "make_activation", "make_optimizer", "register_block", "silu_tanh",
+    "build_module", "build_vit", "make_activation", "make_optimizer", "register_block", "silu_tanh",
     "sync_optimizer", "widen_pair",
 ]

@@ -52,7 +52,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    kind: Literal["mlp", "conv"] = "mlp"
+    kind: Literal["mlp", "conv", "vit"] = "mlp"   # vit: depth = transformer blocks (attention + MLP)
     width: int = 50
     depth: int = 1                         # residual blocks at the start
     block: str = "perceptron"
@@ -60,6 +60,9 @@ class ModelConfig:
     activation: str = "tanh"
     kernel_size: int = 3
     padding_mode: Literal["zeros", "circular", "reflect", "replicate"] = "zeros"
+    patch_size: int = 4                    # vit: patch side (divides the image size)
+    heads: int = 2                         # vit: attention heads (divide the width)
+    position: Literal["learned", "sinusoidal"] = "learned"   # vit: position embedding
 
 
 @dataclass
@@ -130,7 +133,7 @@ RULES: dict[tuple[str, str], tuple[Any, str]] = {
     ("data", "memory_limit_mb"): _NON_NEGATIVE,
     ("model", "width"): _POSITIVE, ("model", "depth"): _NON_NEGATIVE,
     ("model", "hidden"): (lambda v: all(h > 0 for h in v), "a list of sizes > 0"),
-    ("model", "kernel_size"): _POSITIVE,
+    ("model", "kernel_size"): _POSITIVE, ("model", "patch_size"): _POSITIVE, ("model", "heads"): _POSITIVE,
     ("optim", "lr"): _POSITIVE, ("optim", "weight_decay"): _NON_NEGATIVE,
     ("optim", "batch_size"): _POSITIVE, ("optim", "step_size"): _POSITIVE, ("optim", "gamma"): _POSITIVE,
     ("train", "max_epochs"): _POSITIVE, ("train", "phase_epochs"): _POSITIVE,
@@ -204,6 +207,10 @@ def build_config(values: dict[str, Any], source: str) -> ExperimentConfig:
 
     try:
         build_strategy(cfg.strategy, cfg.growth)  # validate the strategy options now
+        if cfg.model.kind == "vit":
+            from pdegrow.models.vit import check_vit_strategy
+
+            check_vit_strategy(cfg.strategy)
     except PdegrowError as exc:
         raise PdegrowError(f"{source}: {exc}") from None
     return cfg

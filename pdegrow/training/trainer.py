@@ -74,6 +74,10 @@ def seed_everything(seed: int) -> None:
 
 def build_model(cfg: ExperimentConfig, data: DataBundle) -> GrowableResNet:
     m = cfg.model
+    if m.kind == "vit":
+        from pdegrow.models.vit import vit_for_data
+
+        return vit_for_data(m, data.input_shape, data.target_shape, data.geometry)
     if m.kind == "conv":
         if not data.is_field:
             raise PdegrowError(f"[model] kind = 'conv' needs field inputs and targets; the data has input "
