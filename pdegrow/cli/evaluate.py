@@ -26,6 +26,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Bayesian reference file ('pdegrow reference'; default: DATA_STEM.reference-"
                    "{mcmc,laplace,map}.h5 beside the data, when present): prints the gap error/reference - 1")
     p.add_argument("--no-reference", action="store_true", help="do not look for a reference")
+    p.add_argument("--allow-different", action="append", default=[], metavar="PART",
+                   choices=("mesh", "sensors", "noise", "prior", "equation", "other"),
+                   help="score data of another forward setting anyway, where only PART differs (repeatable: "
+                   "mesh, sensors, noise, prior, equation, other); by default such data is refused, naming "
+                   "what differs from the setting the run was trained on")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(run=run)
 
@@ -35,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from pdegrow.training.runlog import to_json
 
     result = evaluate_run(args.run_dir, args.data, args.split, reference=args.reference,
-                          use_reference=not args.no_reference)
+                          use_reference=not args.no_reference, allow_different=args.allow_different)
     if args.json:
         print(to_json(result, indent=1))  # undefined metrics (e.g. all-zero targets) are null
         return 0

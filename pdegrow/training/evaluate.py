@@ -41,6 +41,7 @@ class TrainedRun:
     input_norm: Standardizer
     target_norm: Standardizer
     splits: dict[str, list[int]]
+    setting: dict[str, Any] | None = None   # the forward setting it was trained on (pdegrow.fingerprint)
 
 
 def load_trained(run_dir: str | Path, device: str | torch.device = "cpu") -> TrainedRun:
@@ -69,7 +70,19 @@ def load_trained(run_dir: str | Path, device: str | torch.device = "cpu") -> Tra
         raise PdegrowError(f"{path} is damaged ({msg})") from None
     model.to(device).eval()
     splits = json.loads((run_dir / "splits.json").read_text())
-    return TrainedRun(run_dir, info, cfg, model, norms[0], norms[1], splits)
+    setting = blob.get("setting") if isinstance(blob.get("setting"), dict) else _training_setting(info)
+    return TrainedRun(run_dir, info, cfg, model, norms[0], norms[1], splits, setting)
+
+
+def _training_setting(info: dict[str, Any]) -> dict[str, Any] | None:
+    """The setting of a run whose model.pt predates fingerprints: its training file's, when still there."""
+    from pdegrow.fingerprint import fingerprint_of_path
+
+    data = info.get("data")
+    try:
+        return fingerprint_of_path(data) if data and Path(data).is_file() else None
+    except PdegrowError:
+        return None
 
 
 def _indices(run: TrainedRun, data_path: str, split: str | None, n_samples: int) -> np.ndarray:
@@ -86,10 +99,16 @@ def _indices(run: TrainedRun, data_path: str, split: str | None, n_samples: int)
     return np.asarray(run.splits[split], dtype=np.int64)
 
 
-def load_eval_data(run: TrainedRun, data_path: str, split: str | None = None) -> dict[str, Any]:
-    """Arrays of the chosen samples (physical units) plus the file's operators and geometry."""
+def load_eval_data(run: TrainedRun, data_path: str, split: str | None = None,
+                   allow_different: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
+    """Arrays of the chosen samples (physical units) plus the file's operators and geometry. Data of
+    another forward setting than the run's (:mod:`pdegrow.fingerprint`) is refused, except for the
+    parts named in ``allow_different``."""
+    from pdegrow.fingerprint import check_same_setting, fingerprint_of_file
+
     cfg = run.cfg.data
     with open_dataset(data_path, cfg.problem or None) as f:
+        check_same_setting(run.setting, fingerprint_of_file(f), str(data_path), allow_different)
         for name in (cfg.input, cfg.target):
             if name not in f:
                 raise PdegrowError(f"{data_path}: has no dataset {name!r}, which the run was trained on")
@@ -159,12 +178,14 @@ def field_of(pred: np.ndarray, data: dict[str, Any], target: str) -> np.ndarray 
 
 
 def evaluate_run(run_dir: str | Path, data_path: str, split: str | None = None, *,
-                 reference: str | None = None, use_reference: bool = True) -> dict[str, Any]:
+                 reference: str | None = None, use_reference: bool = True,
+                 allow_different: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
     """Mean relative errors of a finished run on ``split`` of ``data_path``; with a Bayesian reference
     of the data (``reference``, else the data's default-path one), also the reference and the gap
-    error / reference − 1 on the common samples (``result["reference"]``)."""
+    error / reference − 1 on the common samples (``result["reference"]``). Data of another forward
+    setting is refused unless the differing parts are in ``allow_different``."""
     run = load_trained(run_dir)
-    data = load_eval_data(run, data_path, split)
+    data = load_eval_data(run, data_path, split, allow_different)
     if len(data["indices"]) == 0:
         raise PdegrowError("no samples to evaluate (empty split)")
     pred = predict(run, data["inputs"])
