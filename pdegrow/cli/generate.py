@@ -11,7 +11,7 @@ from typing import Any
 from pdegrow.config import parse_overrides
 from pdegrow.errors import PdegrowError
 
-PROBLEMS = {"heat": "solvers.heat", "navier-stokes": "solvers.navier_stokes"}
+PROBLEMS = {"heat": "solvers.heat", "navier-stokes": "solvers.navier_stokes", "wind": "solvers.wind"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "  pdegrow generate heat --preset default --set n_sensors=16 --set nx=16 --out small.h5\n"
         "  pdegrow generate navier-stokes --n-samples 1000 --resolution 64 --final-time 1.0 "
         "--out datasets/ns.h5\n"
+        "  mpiexec -n 2 pdegrow generate wind --preset default --n-samples 500 --out datasets/wind.h5\n"
         "  pdegrow generate heat --preset paper --n-samples 1e5 --out datasets/big.h5 --resume"
         "   # after a kill, or a requeued job",
     )

@@ -1,0 +1,463 @@
+"""Wind over terrain: the mass-consistent (diagnostic) wind model (DOLFINx 0.11).
+
+Given a first guess u₀, find the field closest to it, in the weighted norm
+∫ (u − u₀)ᵀ A (u − u₀), that conserves mass and does not cross the ground
+(the model family of MATHEW, NUATMOS and WindNinja's mass-conserving solver):
+
+    u = u₀ + A⁻¹∇λ,     −∇·(A⁻¹∇λ) = ∇·u₀   in Ω,
+    λ = 0 on the open (lateral and top) boundaries,   (u₀ + A⁻¹∇λ)·n = 0 on the ground,
+
+A = diag(α_h², α_h², α_v²). The ground condition is the natural one of the weak form
+
+    ∫ A⁻¹∇λ·∇v dx = −∫ u₀·∇v dx      for all v ∈ V₀ (v = 0 on the open boundaries),
+
+so that ∫ u·∇v dx = 0 for every such v: u is divergence-free and tangent to the
+ground in the weak sense, exactly (to the solver's tolerance) for the discrete u.
+
+Ω = [0, L]² × [h(x, y), H] with h a sum of Gaussian hills (fixed by ``terrain_seed``
+or drawn per sample). The mesh is a structured tetrahedral box, stretched towards the
+ground (η = H s^p) and deformed vertically, z = h + η (1 − h/H). λ is P1; u₀ is
+interpolated at the nodes, the right-hand side is −Σ_k D_kᵀ u₀,k with
+(D_k)_ij = ∫ ∂_k φ_j φ_i dx, and u is recovered at the nodes by the lumped L² projection
+of the cell gradients, u_i = u₀,i + A⁻¹ (D λ)_i / m_i with m_i = ∫ φ_i dx. The
+operator is assembled once per terrain (once for all samples when the terrain is
+fixed) and solved by CG preconditioned with PETSc's GAMG (no hypre in the wheel).
+
+Observations: anemometer masts at (x_m, y_m) with sensors at given heights above
+ground (all three components or the horizontal ones, additive noise). Targets: u on a
+regular (nx, ny, nz) grid in terrain-following coordinates (see
+:mod:`solvers.wind_grid`), stored as (3, nz, ny, nx), and u at the mesh nodes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from mpi4py import MPI  # before dolfinx / petsc4py (isort section "mpi")
+
+import dolfinx.fem.petsc
+import numpy as np
+import scipy.sparse
+import ufl
+from dolfinx import fem, geometry, mesh
+from petsc4py import PETSc
+
+from pdegrow.errors import PdegrowError
+from solvers import recipes
+from solvers.wind_grid import (
+    divergence_operator,
+    draw_hills,
+    first_guess,
+    gaussian_hills,
+    grid_levels,
+    ground_normals,
+)
+
+PROBLEM_NAME = "wind"
+
+
+@dataclass(frozen=True)
+class WindRecipe:
+    """Everything that defines a wind data set; see ``datasets/wind-*.toml`` (lengths in m, speeds in m/s)."""
+
+    n_samples: int = 200
+    seed: int = 0
+    length: float = 3000.0
+    height: float = 1500.0
+    nx: int = 40
+    ny: int = 40
+    nz: int = 20
+    vertical_stretch: float = 1.5
+    terrain: Literal["fixed", "random"] = "fixed"
+    terrain_seed: int = 0
+    n_hills: int = 3
+    hill_height: list[float] = field(default_factory=lambda: [100.0, 400.0])
+    hill_width: list[float] = field(default_factory=lambda: [200.0, 500.0])
+    alpha_h: float = 1.0
+    alpha_v: float = 1.0
+    speed: list[float] = field(default_factory=lambda: [4.0, 12.0])
+    reference_height: float = 80.0
+    roughness: list[float] = field(default_factory=lambda: [0.01, 0.5])
+    direction: list[float] = field(default_factory=lambda: [0.0, 360.0])
+    perturbation: float = 0.2
+    perturbation_modes: int = 6
+    perturbation_length: float = 1000.0
+    mast_layout: Literal["random", "given"] = "random"
+    n_masts: int = 6
+    mast_seed: int = 0
+    masts: list[list[float]] = field(default_factory=list)
+    mast_heights: list[float] = field(default_factory=lambda: [10.0, 40.0, 80.0])
+    components: Literal["uvw", "uv"] = "uvw"
+    noise_level: float = 0.05
+    grid_nx: int = 16
+    grid_ny: int = 16
+    grid_nz: int = 8
+    rtol: float = 1e-10
+    max_iterations: int = 500
+
+    def __post_init__(self) -> None:
+        def bad(msg: str) -> None:
+            raise PdegrowError(f"wind recipe: {msg}")
+
+        recipes.require_finite(self, "wind recipe")
+        if self.n_samples <= 0:
+            bad(f"n_samples must be positive, got {self.n_samples}")
+        if self.length <= 0 or self.height <= 0:
+            bad(f"length and height must be positive, got {self.length}, {self.height}")
+        if min(self.nx, self.ny, self.nz) < 1:
+            bad(f"mesh size nx={self.nx}, ny={self.ny}, nz={self.nz} must be at least 1")
+        if min(self.grid_nx, self.grid_ny, self.grid_nz) < 3:
+            bad(f"grid size {self.grid_nx}×{self.grid_ny}×{self.grid_nz} must be at least 3 per axis")
+        if self.vertical_stretch < 1:
+            bad(f"vertical_stretch must be ≥ 1, got {self.vertical_stretch}")
+        for name in ("hill_height", "hill_width", "speed", "roughness", "direction"):
+            value = getattr(self, name)
+            if len(value) != 2 or value[0] > value[1]:
+                bad(f"{name} must be a range [low, high] with low ≤ high, got {value}")
+        if self.roughness[0] <= 0:
+            bad(f"roughness must be positive (the log law needs z₀ > 0), got {self.roughness}")
+        if self.hill_height[0] < 0 or self.hill_width[0] <= 0 or self.n_hills < 0:
+            bad("hill heights must be ≥ 0, hill widths > 0 and n_hills ≥ 0")
+        if self.alpha_h <= 0 or self.alpha_v <= 0:
+            bad(f"alpha_h and alpha_v must be positive, got {self.alpha_h}, {self.alpha_v}")
+        if self.speed[0] <= 0 or self.reference_height <= 0:
+            bad("speed and reference_height must be positive")
+        if self.perturbation < 0 or self.perturbation_modes < 0 or self.perturbation_length <= 0:
+            bad("perturbation and perturbation_modes must be ≥ 0, perturbation_length > 0")
+        if self.noise_level < 0:
+            bad(f"noise_level must be non-negative, got {self.noise_level}")
+        if self.rtol <= 0 or self.max_iterations < 1:
+            bad("rtol must be positive and max_iterations ≥ 1")
+        if not self.mast_heights or min(self.mast_heights) <= 0:
+            bad(f"every mast height must be above ground (> 0 m), got {self.mast_heights}")
+        n_masts = len(self.masts) if self.mast_layout == "given" else self.n_masts
+        if n_masts < 1:
+            bad("at least one mast is needed")
+        if self.mast_layout == "given":
+            for k, m in enumerate(self.masts):
+                if len(m) != 2:
+                    bad(f"a mast needs two coordinates (x, y), got {m}")
+                if not all(0.0 <= c <= self.length for c in m):
+                    bad(f"mast {k} at ({m[0]:g}, {m[1]:g}) lies outside the domain [0, {self.length:g}]²")
+        top = self.terrain_bound()
+        if top >= self.height:
+            bad(f"the terrain reaches {top:.1f} m, not below the domain top height = {self.height:g} m")
+        masts = mast_positions(self)
+        ground = (gaussian_hills(masts[:, 0], masts[:, 1], fixed_hills(self)) if self.terrain == "fixed"
+                  else np.full(len(masts), top))
+        highest = ground + max(self.mast_heights)
+        if np.any(highest >= self.height):
+            k = int(np.argmax(highest))
+            bad(f"mast {k}'s top sensor at {highest[k]:.1f} m is not below the domain top {self.height:g} m")
+
+    def terrain_bound(self) -> float:
+        """The highest ground: of the fixed hills on a fine grid, or n_hills × the tallest possible hill."""
+        if self.terrain == "random":
+            return self.n_hills * self.hill_height[1]
+        t = np.linspace(0.0, self.length, 201)
+        return float(gaussian_hills(t[None, :], t[:, None], fixed_hills(self)).max(initial=0.0))
+
+    def memory_bytes(self) -> int:
+        """A rough bound of one rank's forward model: ~ 60 doubles per node (mesh, matrices, AMG)."""
+        return 8 * 60 * (self.nx + 1) * (self.ny + 1) * (self.nz + 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_recipe(preset: str | None, config_file: str | None, overrides: dict[str, Any]) -> WindRecipe:
+    """The recipe of a preset (``datasets/wind-<preset>.toml``) or a file, with overrides."""
+    return recipes.load_recipe(WindRecipe, "wind", preset, config_file, overrides)
+
+
+def make_problem(recipe: WindRecipe) -> WindProblem:
+    return WindProblem(recipe)
+
+
+def fixed_hills(recipe: WindRecipe) -> np.ndarray:
+    """The hills of ``terrain = "fixed"``, drawn from ``terrain_seed`` alone."""
+    rng = np.random.default_rng([recipe.terrain_seed, 2**31 - 2])
+    return draw_hills(rng, recipe.n_hills, recipe.length, tuple(recipe.hill_height), tuple(recipe.hill_width))
+
+
+def mast_positions(recipe: WindRecipe) -> np.ndarray:
+    """Mast coordinates (M, 2): the given ones, or uniform in [0.1 L, 0.9 L]² from ``mast_seed``."""
+    if recipe.mast_layout == "given":
+        return np.asarray(recipe.masts, dtype=float).reshape(-1, 2)
+    rng = np.random.default_rng([recipe.mast_seed, 2**31 - 1])
+    return rng.uniform(0.1 * recipe.length, 0.9 * recipe.length, size=(recipe.n_masts, 2))
+
+
+def barycentric_matrix(points: np.ndarray, cells: np.ndarray, cell_dofs: np.ndarray, dof_coords: np.ndarray,
+                       n_dofs: int) -> scipy.sparse.csr_matrix:
+    """P1 interpolation (P × n_dofs): row p holds the barycentric coordinates of ``points[p]`` in its
+    tetrahedron ``cells[p]`` (vertices ``dof_coords[cell_dofs[cells[p]]]``)."""
+    dofs = cell_dofs[cells]                                   # (P, 4)
+    X = dof_coords[dofs]                                      # (P, 4, 3)
+    edges = (X[:, 1:] - X[:, :1]).transpose(0, 2, 1)          # (P, 3, 3): columns X_i − X_0
+    lam = np.linalg.solve(edges, (points - X[:, 0])[..., None])[..., 0]
+    weights = np.column_stack([1.0 - lam.sum(1), lam])
+    rows = np.repeat(np.arange(len(points)), 4)
+    return scipy.sparse.csr_matrix((weights.ravel(), (rows, dofs.ravel())), shape=(len(points), n_dofs))
+
+
+class WindProblem:
+    """The mass-consistent wind model on one rank (``MPI.COMM_SELF``)."""
+
+    name = PROBLEM_NAME
+
+    def __init__(self, recipe: WindRecipe) -> None:
+        self.recipe = r = recipe
+        L, H = r.length, r.height
+        self.msh = mesh.create_box(MPI.COMM_SELF, [np.zeros(3), np.array([L, L, H])], [r.nx, r.ny, r.nz],
+                                   mesh.CellType.tetrahedron)
+        gx = self.msh.geometry.x
+        gx[:, 2] = H * (gx[:, 2] / H) ** r.vertical_stretch           # the reference (flat) mesh
+        self.reference_geometry = gx.copy()
+        self.V = fem.functionspace(self.msh, ("Lagrange", 1))
+        self.n_dofs = self.V.dofmap.index_map.size_local
+        self.reference_dofs = self.V.tabulate_dof_coordinates().copy()
+        self.cell_dofs = self.V.dofmap.list.astype(np.int64)
+        tdim = self.msh.topology.dim
+        self.msh.topology.create_connectivity(tdim - 1, tdim)
+
+        # --- the weak form ∫ A⁻¹∇λ·∇v dx; λ = 0 on the lateral sides and the top
+        lam, v = ufl.TrialFunction(self.V), ufl.TestFunction(self.V)
+        self.a_inv = np.array([1.0 / r.alpha_h**2, 1.0 / r.alpha_h**2, 1.0 / r.alpha_v**2])
+        A_inv = ufl.as_matrix(np.diag(self.a_inv).tolist())
+        self.a = fem.form(ufl.inner(A_inv * ufl.grad(lam), ufl.grad(v)) * ufl.dx)
+        self.gradient_forms = [fem.form(ufl.grad(lam)[k] * v * ufl.dx) for k in range(3)]
+        self.volume_form = fem.form(v * ufl.dx)
+
+        def open_boundary(x: np.ndarray) -> np.ndarray:
+            return (np.isclose(x[0], 0.0) | np.isclose(x[0], L) | np.isclose(x[1], 0.0)
+                    | np.isclose(x[1], L) | np.isclose(x[2], H))
+
+        facets = mesh.locate_entities_boundary(self.msh, tdim - 1, open_boundary)
+        self.open_dofs = np.sort(fem.locate_dofs_topological(self.V, tdim - 1, facets))
+        ground = mesh.locate_entities_boundary(self.msh, tdim - 1, lambda x: np.isclose(x[2], 0.0))
+        self.ground_dofs = np.sort(fem.locate_dofs_topological(self.V, tdim - 1, ground))
+        self.bc = fem.dirichletbc(PETSc.ScalarType(0.0), self.open_dofs, self.V)
+        self.free = np.ones(self.n_dofs, dtype=bool)
+        self.free[self.open_dofs] = False
+
+        # --- the target grid: a regular grid of the reference box, mapped with the mesh
+        self.grid_x = np.linspace(0.0, L, r.grid_nx)
+        self.grid_y = np.linspace(0.0, L, r.grid_ny)
+        self.grid_sigma = grid_levels(r.grid_nz, r.vertical_stretch)
+        Z, Y, X = np.meshgrid(H * self.grid_sigma, self.grid_y, self.grid_x, indexing="ij")
+        ref_points = np.column_stack([X.ravel(), Y.ravel(), Z.ravel()])
+        inset = 1e-9 * np.array([L, L, H])
+        ref_points = np.clip(ref_points, inset, np.array([L, L, H]) - inset)
+        self.grid_matrix = self._locate(ref_points, "grid point")   # barycentric: fixed under deformation
+
+        self.A = dolfinx.fem.petsc.create_matrix(self.a)
+        self.ksp = PETSc.KSP().create(MPI.COMM_SELF)
+        self.ksp.setType("cg")
+        self.ksp.getPC().setType("gamg")
+        self.ksp.setTolerances(rtol=r.rtol, atol=1e-50, max_it=r.max_iterations)
+        self.ksp.setNormType(PETSc.KSP.NormType.UNPRECONDITIONED)
+        self.rhs = PETSc.Vec().createSeq(self.n_dofs, comm=MPI.COMM_SELF)
+        self.sol = PETSc.Vec().createSeq(self.n_dofs, comm=MPI.COMM_SELF)
+        self.masts = mast_positions(r)
+        self.hills: np.ndarray | None = None
+        if r.terrain == "fixed":
+            self.set_terrain(fixed_hills(r))
+
+    # ---------------------------------------------------------------- terrain
+    def set_terrain(self, hills: np.ndarray) -> None:
+        """Deform the mesh to the ground h of ``hills``, re-assemble every operator, set up GAMG."""
+        r = self.recipe
+        H = r.height
+        ref = self.reference_geometry
+        h = gaussian_hills(ref[:, 0], ref[:, 1], hills)
+        if h.max(initial=0.0) >= H:
+            raise PdegrowError(f"wind: the terrain reaches {h.max():.1f} m, not below the domain top "
+                               f"height = {H:g} m")
+        self.msh.geometry.x[:, 2] = h + ref[:, 2] * (1.0 - h / H)
+        self.hills = np.asarray(hills, dtype=float).reshape(-1, 4)
+        dof_ref = self.reference_dofs
+        self.dof_ground = gaussian_hills(dof_ref[:, 0], dof_ref[:, 1], hills)
+        self.dofs = dof_ref.copy()
+        self.dofs[:, 2] = self.dof_ground + dof_ref[:, 2] * (1.0 - self.dof_ground / H)
+        self.height_above_ground = self.dofs[:, 2] - self.dof_ground
+
+        self.A.zeroEntries()
+        dolfinx.fem.petsc.assemble_matrix(self.A, self.a, bcs=[self.bc])
+        self.A.assemble()
+        self.gradient = [fem.assemble_matrix(f).to_scipy().tocsr() for f in self.gradient_forms]
+        self.divergence_t = scipy.sparse.hstack([g.T for g in self.gradient], format="csr")  # (n, 3n)
+        self.lumped_mass = fem.assemble_vector(self.volume_form).array.copy()
+        self.ksp.setOperators(self.A)
+        self.ksp.setUp()
+        self.mast_points = np.concatenate([
+            np.column_stack([np.repeat(self.masts, len(r.mast_heights), axis=0), np.zeros(
+                len(self.masts) * len(r.mast_heights))])])
+        ground = gaussian_hills(self.masts[:, 0], self.masts[:, 1], hills)
+        self.mast_points[:, 2] = (ground[:, None] + np.asarray(r.mast_heights)[None, :]).ravel()
+        self.mast_matrix = self._locate(self.mast_points, "mast sensor", self._mast_label)
+        self.grid_points = self.grid_matrix @ self.dofs                 # (P, 3) physical
+
+    def _mast_label(self, p: int) -> str:
+        k = len(self.recipe.mast_heights)
+        x = self.mast_points[p]
+        return (f"mast {p // k} at ({x[0]:g}, {x[1]:g}), sensor {self.recipe.mast_heights[p % k]:g} m above "
+                f"ground (z = {x[2]:.1f} m)")
+
+    def _locate(self, points: np.ndarray, what: str, label: Callable[[int], str] | None = None,
+                ) -> scipy.sparse.csr_matrix:
+        """Interpolation matrix at ``points`` on the mesh as it is now (bounding-box tree)."""
+        tree = geometry.bb_tree(self.msh, self.msh.topology.dim)
+        colliding = geometry.compute_colliding_cells(
+            self.msh, geometry.compute_collisions_points(tree, points), points)
+        cells = np.empty(len(points), dtype=np.int64)
+        for p in range(len(points)):
+            found = colliding.links(p)
+            if len(found) == 0:
+                where = label(p) if label else f"{what} {p} at {tuple(np.round(points[p], 3))}"
+                raise PdegrowError(f"wind: {where} lies outside the domain (below the ground or above "
+                                   f"the top {self.recipe.height:g} m)")
+            cells[p] = found[0]
+        dof_coords = self.V.tabulate_dof_coordinates()
+        return barycentric_matrix(points, cells, self.cell_dofs, dof_coords, self.n_dofs)
+
+    # ---------------------------------------------------------------- the solve
+    def right_hand_side(self, u0: np.ndarray) -> np.ndarray:
+        """b_i = −∫ u₀·∇φ_i dx = −Σ_k (D_kᵀ u₀,k)_i on the free dofs, 0 on the open boundary."""
+        b = -(self.divergence_t @ u0.T.ravel())
+        b[~self.free] = 0.0
+        return b
+
+    def solve_potential(self, b: np.ndarray) -> np.ndarray:
+        """λ from the right-hand side: CG + GAMG; a solve that does not converge raises."""
+        self.rhs.array[:] = b
+        self.ksp.solve(self.rhs, self.sol)
+        reason = self.ksp.getConvergedReason()
+        if reason < 0:
+            raise PdegrowError(
+                f"wind: the CG + GAMG solve did not converge (PETSc reason {reason} after "
+                f"{self.ksp.getIterationNumber()} iterations, rtol {self.recipe.rtol:g}): raise "
+                "max_iterations or rtol, or use a finer mesh")
+        return self.sol.array.copy()
+
+    def recover(self, u0: np.ndarray, lam: np.ndarray) -> np.ndarray:
+        """u_i = u₀,i + A⁻¹ (D λ)_i / m_i at the nodes (lumped L² projection of ∇λ)."""
+        grad = np.column_stack([g @ lam for g in self.gradient]) / self.lumped_mass[:, None]
+        return u0 + grad * self.a_inv[None, :]
+
+    def adjust(self, u0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The mass-consistent field at the nodes (n, 3) and the potential λ, from u₀ at the nodes."""
+        lam = self.solve_potential(self.right_hand_side(u0))
+        return self.recover(u0, lam), lam
+
+    def draw_first_guess(self, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, float]]:
+        """u₀ at the nodes and its parameters (speed, direction, roughness), all drawn from ``rng``."""
+        r = self.recipe
+        speed = rng.uniform(*r.speed)
+        direction = math.radians(rng.uniform(*r.direction))
+        roughness = math.exp(rng.uniform(math.log(r.roughness[0]), math.log(r.roughness[1])))
+        M = r.perturbation_modes
+        wavevectors = rng.standard_normal((M, 3)) * (2.0 * math.pi / r.perturbation_length)
+        phases = rng.uniform(0.0, 2.0 * math.pi, size=M)
+        coefficients = rng.standard_normal((M, 3)) / math.sqrt(max(M, 1))
+        u0 = first_guess(self.dofs, self.height_above_ground, speed, direction, r.reference_height,
+                         roughness, r.perturbation, wavevectors, phases, coefficients)
+        return u0, {"speed": speed, "direction": direction, "roughness": roughness}
+
+    def divergence_cells(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(∇·u_h per tetrahedron, tetrahedron volumes) of the P1 field with nodal values ``u`` (n, 3)."""
+        X = self.dofs[self.cell_dofs]                                  # (C, 4, 3)
+        J = X[:, 1:] - X[:, :1]                 # rows X_i − X_0: x = X_0 + Jᵀξ, so ∇_x φ = J⁻¹ ∇_ξ φ
+        ref_grads = np.array([[-1.0, -1.0, -1.0], [1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]])
+        grads = np.linalg.solve(J, np.broadcast_to(ref_grads.T, (len(J), 3, 4))).transpose(0, 2, 1)  # (C, 4, 3)
+        div = np.einsum("cid,cid->c", grads, u[self.cell_dofs])
+        return div, np.abs(np.linalg.det(J)) / 6.0
+
+    # ---------------------------------------------------------------- ForwardProblem protocol
+    def observe(self, u: np.ndarray) -> np.ndarray:
+        """The mast values (M · K · C,): mast-major, then height, then component (u, v[, w])."""
+        values = self.mast_matrix @ u                                   # (M·K, 3)
+        return values[:, : len(self.recipe.components)].ravel()
+
+    def to_grid(self, u: np.ndarray) -> np.ndarray:
+        """u on the target grid, (3, nz, ny, nx)."""
+        r = self.recipe
+        return (self.grid_matrix @ u).T.reshape(3, r.grid_nz, r.grid_ny, r.grid_nx)
+
+    def solve(self, index: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        r = self.recipe
+        if r.terrain == "random":
+            self.set_terrain(draw_hills(rng, r.n_hills, r.length, tuple(r.hill_height), tuple(r.hill_width)))
+        u0, _ = self.draw_first_guess(rng)
+        u, _ = self.adjust(u0)
+        clean = self.observe(u)
+        rms = float(np.sqrt(np.mean(clean**2)))
+        noisy = clean + r.noise_level * rms * rng.standard_normal(len(clean))
+        sample = {
+            "inputs/observations": noisy,
+            "inputs/observations_clean": clean,
+            "targets/velocity": self.to_grid(u),
+            "targets/velocity_nodes": u,
+            "targets/first_guess": self.to_grid(u0),
+        }
+        if r.terrain == "random":
+            sample["inputs/terrain"] = self.grid_points[:, 2].reshape(r.grid_nz, r.grid_ny, r.grid_nx)[0].copy()
+            sample["targets/grid_z"] = self.grid_points[:, 2].reshape(r.grid_nz, r.grid_ny, r.grid_nx).copy()
+        return sample
+
+    def sample_specs(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        r = self.recipe
+        f8 = np.dtype(np.float64)
+        n_obs = len(self.masts) * len(r.mast_heights) * len(r.components)
+        grid = (3, r.grid_nz, r.grid_ny, r.grid_nx)
+        specs = {
+            "inputs/observations": ((n_obs,), f8),
+            "inputs/observations_clean": ((n_obs,), f8),
+            "targets/velocity": (grid, f8),
+            "targets/velocity_nodes": ((self.n_dofs, 3), f8),
+            "targets/first_guess": (grid, f8),
+        }
+        if r.terrain == "random":
+            specs["inputs/terrain"] = ((r.grid_ny, r.grid_nx), f8)
+            specs["targets/grid_z"] = ((r.grid_nz, r.grid_ny, r.grid_nx), f8)
+        return specs
+
+    def static_arrays(self) -> dict[str, np.ndarray]:
+        r = self.recipe
+        shape = (r.grid_nz, r.grid_ny, r.grid_nx)
+        arrays = {
+            "geometry/nodes": self.dofs if r.terrain == "fixed" else self.reference_dofs,
+            "geometry/cells": self.cell_dofs,
+            "geometry/masts": self.masts,
+            "geometry/mast_heights": np.asarray(r.mast_heights, dtype=float),
+            "geometry/grid_x": self.grid_x,
+            "geometry/grid_y": self.grid_y,
+            "geometry/grid_sigma": self.grid_sigma,
+            "geometry/ground_nodes": self.ground_dofs.astype(np.int64),
+            "operators/grid_interpolation_data": self.grid_matrix.data,
+            "operators/grid_interpolation_indices": self.grid_matrix.indices.astype(np.int64),
+            "operators/grid_interpolation_indptr": self.grid_matrix.indptr.astype(np.int64),
+            "operators/alpha": np.array([r.alpha_h, r.alpha_h, r.alpha_v]),
+        }
+        if r.terrain == "fixed":
+            z = self.grid_points[:, 2].reshape(shape)
+            D = divergence_operator(self.grid_x, self.grid_y, z)
+            arrays.update({
+                "geometry/grid_z": z,
+                "geometry/mast_points": self.mast_points,
+                "geometry/hills": self.hills,
+                "operators/lumped_mass": self.lumped_mass,
+                "operators/grid_divergence_data": D.data,
+                "operators/grid_divergence_indices": D.indices.astype(np.int64),
+                "operators/grid_divergence_indptr": D.indptr.astype(np.int64),
+                "operators/ground_normal": ground_normals(self.grid_x, self.grid_y, z[0]),
+            })
+        return arrays
+
+    def file_attrs(self) -> dict[str, Any]:
+        return {"noise_level": self.recipe.noise_level, "noise_model": "additive",
+                "terrain": self.recipe.terrain, "components": self.recipe.components}
