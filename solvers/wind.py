@@ -373,7 +373,7 @@ class WindProblem:
         X = self.dofs[self.cell_dofs]                                  # (C, 4, 3)
         J = X[:, 1:] - X[:, :1]                 # rows X_i − X_0: x = X_0 + Jᵀξ, so ∇_x φ = J⁻¹ ∇_ξ φ
         ref_grads = np.array([[-1.0, -1.0, -1.0], [1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]])
-        grads = np.linalg.solve(J, np.broadcast_to(ref_grads.T, (len(J), 3, 4))).transpose(0, 2, 1)  # (C, 4, 3)
+        grads = np.linalg.solve(J, np.broadcast_to(ref_grads.T, (len(J), 3, 4))).transpose(0, 2, 1)
         div = np.einsum("cid,cid->c", grads, u[self.cell_dofs])
         return div, np.abs(np.linalg.det(J)) / 6.0
 
@@ -405,8 +405,9 @@ class WindProblem:
             "targets/first_guess": self.to_grid(u0),
         }
         if r.terrain == "random":
-            sample["inputs/terrain"] = self.grid_points[:, 2].reshape(r.grid_nz, r.grid_ny, r.grid_nx)[0].copy()
-            sample["targets/grid_z"] = self.grid_points[:, 2].reshape(r.grid_nz, r.grid_ny, r.grid_nx).copy()
+            z = self.grid_points[:, 2].reshape(r.grid_nz, r.grid_ny, r.grid_nx)
+            sample["inputs/terrain"] = z[0].copy()
+            sample["targets/grid_z"] = z.copy()
         return sample
 
     def sample_specs(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:

@@ -38,7 +38,7 @@ def gaussian_hills(x: np.ndarray, y: np.ndarray, hills: np.ndarray) -> np.ndarra
 
 def draw_hills(rng: np.random.Generator, n_hills: int, length: float, height_range: tuple[float, float],
                width_range: tuple[float, float]) -> np.ndarray:
-    """``n_hills`` rows (x_m, y_m, a_m, s_m): centres uniform in [0.2 L, 0.8 L]², heights and widths uniform."""
+    """``n_hills`` rows (x_m, y_m, a_m, s_m): centres uniform in [0.2 L, 0.8 L]², heights, widths uniform."""
     centres = rng.uniform(0.2 * length, 0.8 * length, size=(n_hills, 2))
     heights = rng.uniform(*height_range, size=n_hills)
     widths = rng.uniform(*width_range, size=n_hills)
