@@ -10,7 +10,7 @@ import sys
 from pdegrow import __version__
 from pdegrow.errors import PdegrowError
 
-SUBCOMMANDS = ("generate", "info", "train", "evaluate", "report", "compare", "reference", "demo")
+SUBCOMMANDS = ("generate", "info", "train", "evaluate", "predict", "report", "compare", "reference", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
