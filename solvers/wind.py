@@ -342,7 +342,9 @@ class WindProblem:
                 f"wind: the CG + GAMG solve did not converge (PETSc reason {reason} after "
                 f"{self.ksp.getIterationNumber()} iterations, rtol {self.recipe.rtol:g}): raise "
                 "max_iterations or rtol, or use a finer mesh")
-        return self.sol.array.copy()
+        lam = self.sol.array.copy()
+        lam[~self.free] = 0.0   # the Dirichlet rows hold λ = 0 only to the solver's tolerance
+        return lam
 
     def recover(self, u0: np.ndarray, lam: np.ndarray) -> np.ndarray:
         """u_i = u₀,i + A⁻¹ (D λ)_i / m_i at the nodes (lumped L² projection of ∇λ)."""
