@@ -48,6 +48,7 @@ def _manufactured(points: np.ndarray, a_inv: np.ndarray) -> tuple[np.ndarray, np
 
 def test_manufactured_solution_converges_and_the_divergence_vanishes():
     from mpi4py import MPI  # noqa: F401  (before dolfinx)
+
     from dolfinx import fem
 
     errors, divergence = [], []
@@ -98,7 +99,8 @@ def test_a_sample_is_mass_consistent_and_drawn_from_the_rng_alone():
 def test_grid_divergence_is_exact_on_linear_fields_and_the_ground_normal_on_a_plane():
     x, y = np.linspace(0, 1000, 5), np.linspace(0, 800, 4)
     sigma = np.linspace(0, 1, 6) ** 1.5
-    ground = 40.0 + 0.1 * x[None, :] - 0.05 * y[:, None] + 20 * np.sin(x[None, :] / 300) * np.cos(y[:, None] / 250)
+    ground = (40.0 + 0.1 * x[None, :] - 0.05 * y[:, None]
+              + 20 * np.sin(x[None, :] / 300) * np.cos(y[:, None] / 250))
     z = ground[None] + sigma[:, None, None] * (1500.0 - ground[None])
     X, Y = np.broadcast_to(x[None, None], z.shape), np.broadcast_to(y[None, :, None], z.shape)
     G = np.array([[0.3, -1.2, 0.7], [2.0, 0.4, -0.5], [-0.1, 0.6, 1.1]])
