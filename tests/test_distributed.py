@@ -57,7 +57,8 @@ def _config(strategy: str) -> dict:
     growth = ({"strategy": "layerwise", "max_layers": 1, "saturation_tol": -1.0, "srl_steps": 1,
                "srl_hidden": [4]} if strategy == "layerwise" else {"strategy": strategy})
     return {
-        "run": {"seed": 3, "progress": False, "threads": 1, "dtype": "float64", "device": "cpu"},
+        "run": {"seed": 3, "progress": False, "threads": 1, "dtype": "float64", "device": "cpu",
+                "checkpoint_every": 1},
         "data": {"n_train": 40, "n_val": 8, "n_test": 16, "aux": [],
                  "noisy_copies": 1 if strategy == "layerwise" else 0},
         "model": {"width": 6, "depth": 1, "block": "mlp" if strategy != "layerwise" else "perceptron",

@@ -134,6 +134,7 @@ def test_kill_and_resume_gives_bitwise_same_weights(tmp_path, heat_paper_file):
     cfg = _config(tmp_path, max_epochs=60, phase_epochs=12, extra="")
     text = cfg.read_text().replace("noisy_copies = 3", "noisy_copies = 12").replace("batch_size = 40",
                                                                                      "batch_size = 20")
+    text = text.replace("threads = 1", "threads = 1\ncheckpoint_every = 1")  # a checkpoint every epoch
     cfg.write_text(text)
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     run_cli("train", "--config", str(cfg), "--data", str(heat_paper_file), "--out", str(ref), "--no-progress")
@@ -168,6 +169,76 @@ def test_kill_and_resume_gives_bitwise_same_weights(tmp_path, heat_paper_file):
     assert len(rows_ref) == len(rows_res)
     strip = lambda r: {k: v for k, v in json.loads(r).items() if k != "wall_s"}  # noqa: E731
     assert [strip(r) for r in rows_ref] == [strip(r) for r in rows_res]
+
+
+class _Stopped(Exception):
+    pass
+
+
+def test_checkpoints_at_growth_and_end_resume_bitwise(tmp_path, heat_paper_file):
+    """With the clock out of reach, checkpoints fall exactly at the growth events and the end;
+    a run stopped right after one resumes to bitwise the same weights and metrics, and
+    ``metrics.csv`` (written once, at the end) holds every row of ``metrics.jsonl``."""
+    from pdegrow.training.config import load_config
+    from pdegrow.training.trainer import Trainer
+
+    class Recording(Trainer):
+        stop_at: int | None = None
+
+        def _checkpoint(self) -> None:
+            super()._checkpoint()
+            saved.append(self.state.epoch)
+            if self.state.epoch == self.stop_at:
+                raise _Stopped
+
+    cfg = load_config(_config(tmp_path, max_epochs=30, phase_epochs=8))
+    cfg.run.checkpoint_every, cfg.run.checkpoint_seconds = 0, 1e9
+    saved: list[int] = []
+    ref = Recording(cfg, heat_paper_file, tmp_path / "ref")
+    ref.run()
+    growth_epochs = [e.epoch for e in ref.events]
+    assert len(growth_epochs) >= 2 and saved == [*growth_epochs, ref.state.epoch]
+    assert not (tmp_path / "ref" / "metrics.csv.tmp").exists()
+    csv_rows = (tmp_path / "ref" / "metrics.csv").read_text().splitlines()
+    rows = [json.loads(r) for r in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]
+    assert len(csv_rows) == len(rows) + 1 == ref.state.epoch + 1
+    assert csv_rows[1].split(",")[0] == "1" and csv_rows[-1].split(",")[0] == str(ref.state.epoch)
+
+    killed = Recording(cfg, heat_paper_file, tmp_path / "killed")
+    killed.stop_at = growth_epochs[1]
+    with pytest.raises(_Stopped):
+        killed.run()
+    assert not (tmp_path / "killed" / "metrics.csv").exists()
+    Trainer(cfg, heat_paper_file, tmp_path / "killed", resume=True).run()
+    a, b = _weights(tmp_path / "ref"), _weights(tmp_path / "killed")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    strip = lambda r: {k: v for k, v in json.loads(r).items() if k != "wall_s"}  # noqa: E731
+    assert ([strip(r) for r in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]
+            == [strip(r) for r in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()])
+
+
+def test_checkpoint_clock(tmp_path, heat_paper_file):
+    """checkpoint_seconds = 0 and checkpoint_every = 0: only growth events and the end;
+    checkpoint_every = 5: every fifth epoch too; a clock of 0 s: late at every epoch."""
+    from pdegrow.training.config import load_config
+    from pdegrow.training.trainer import Trainer
+
+    cfg = load_config(_config(tmp_path, max_epochs=12, phase_epochs=8))
+    tr = Trainer(cfg, heat_paper_file, tmp_path / "r")
+    tr.state.epoch = 10
+    cfg.run.checkpoint_every, cfg.run.checkpoint_seconds = 0, 0.0
+    assert not tr._checkpoint_due(False) and tr._checkpoint_due(True)
+    cfg.run.checkpoint_every = 5
+    assert tr._checkpoint_due(False)
+    tr.state.epoch = 11
+    assert not tr._checkpoint_due(False)
+    cfg.run.checkpoint_seconds = 1e-9
+    assert tr._checkpoint_due(False)
+    tr.finished = True
+    cfg.run.checkpoint_every, cfg.run.checkpoint_seconds = 0, 0.0
+    assert tr._checkpoint_due(False)
+    tr.close()
 
 
 def test_data_layer_groups_norms_and_lazy(heat_paper_file):

@@ -25,7 +25,9 @@ class RunConfig:
     dtype: Literal["float32", "float64"] = "float32"
     mixed_precision: bool = False          # bfloat16 autocast, CUDA only
     progress: bool = True
-    checkpoint_every: int = 1              # epochs
+    checkpoint_every: int = 0              # epochs between checkpoints (0: by time only)
+    checkpoint_seconds: float = 60.0       # a checkpoint when this long has passed since the last
+                                           # (0: by epochs only); always at growth events and the end
     threads: int = 0                       # torch CPU threads (0 = leave as is)
 
 
@@ -126,7 +128,8 @@ SECTIONS: dict[str, type] = {"run": RunConfig, "data": DataConfig, "model": Mode
 _POSITIVE = (lambda v: v > 0, "> 0")
 _NON_NEGATIVE = (lambda v: v >= 0, ">= 0")
 RULES: dict[tuple[str, str], tuple[Any, str]] = {
-    ("run", "checkpoint_every"): _POSITIVE, ("run", "threads"): _NON_NEGATIVE,
+    ("run", "checkpoint_every"): _NON_NEGATIVE,
+    ("run", "checkpoint_seconds"): _NON_NEGATIVE, ("run", "threads"): _NON_NEGATIVE,
     ("data", "n_train"): _POSITIVE, ("data", "n_val"): _POSITIVE,
     ("data", "n_test"): (lambda v: v >= -1, ">= -1 (-1: all remaining samples)"),
     ("data", "noisy_copies"): _NON_NEGATIVE, ("data", "simulated_inputs"): _NON_NEGATIVE,

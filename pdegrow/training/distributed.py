@@ -254,6 +254,10 @@ class DistributedTrainer(Trainer):
         dist.broadcast(t, 0)
         return bool(t.item())
 
+    def _agree(self, flag: bool) -> bool:
+        """Rank 0's ``flag`` on every rank (e.g. whether a checkpoint is due by its clock)."""
+        return self._broadcast_flag(flag)
+
     def _comm_device(self) -> torch.device:
         return self.device if self.backend == "nccl" else torch.device("cpu")
 

@@ -76,7 +76,8 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 class MetricsLog:
-    """Rows appended to ``metrics.jsonl`` (one per epoch) and mirrored to ``metrics.csv``."""
+    """Rows appended to ``metrics.jsonl`` (one per epoch, O(1) each); :meth:`write_csv` writes
+    ``metrics.csv`` from them once, when the run ends (rewriting it every epoch cost O(epochs²))."""
 
     def __init__(self, run_dir: Path, keep_rows: int | None = None):
         self.jsonl, self.csv = run_dir / "metrics.jsonl", run_dir / "metrics.csv"
@@ -91,9 +92,10 @@ class MetricsLog:
             fh.write(to_json(row) + "\n")
 
     def write_csv(self) -> None:
-        keys: list[str] = []
+        """``metrics.csv``: every row, the columns in order of first appearance (atomically)."""
+        keys: dict[str, None] = {}
         for r in self.rows:
-            keys += [k for k in r if k not in keys]
+            keys.update(dict.fromkeys(r))
         tmp = self.csv.with_name(self.csv.name + ".tmp")
         with tmp.open("w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=keys)

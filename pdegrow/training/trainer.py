@@ -2,9 +2,10 @@
 
 Seeded; device ``auto``/``cpu``/``cuda``; optional bfloat16 autocast on CUDA;
 phase-wise early stopping (a *phase* is the training between two growth
-events); tqdm progress; metrics to ``metrics.jsonl``/``metrics.csv``; growth
-events to ``events.jsonl``; a checkpoint after every ``checkpoint_every``
-epochs (and after every growth event) holding the architecture, weights,
+events); tqdm progress; metrics appended to ``metrics.jsonl`` every epoch (``metrics.csv``
+is written from it when the run ends); growth events to ``events.jsonl``; a checkpoint
+every ``run.checkpoint_seconds`` (and/or every ``run.checkpoint_every`` epochs), after
+every growth event and at the end, holding the architecture, weights,
 optimizer, scheduler, strategy state, training state, growth history, the
 best-weights snapshot and all RNG states — so a killed run resumed with
 ``resume=True`` ends with bitwise the same weights (CPU, same thread count).
@@ -145,6 +146,7 @@ class Trainer:
         self.optimizer = make_optimizer(cfg.optim.name, self.model, cfg.optim.lr, cfg.optim.weight_decay)
         self.scheduler = self._make_scheduler()
         self.finished = False
+        self._last_checkpoint = time.monotonic()
         self.ctx = GrowthContext(self.model, self.state, self.device, self._fixed_batches, self._batch_loss,
                                  self.train_loss, self.strategy_gen, self.data, self.events, self.kit)
         if ckpt:
@@ -202,7 +204,24 @@ class Trainer:
                     "shuffle": self.shuffle.get_state(), "strategy": self.strategy_gen.get_state()},
         }
         save_run_file(self.run_dir / "checkpoint.pt", "checkpoint", ckpt)
-        self.metrics.write_csv()
+        self._last_checkpoint = time.monotonic()
+
+    def _agree(self, flag: bool) -> bool:
+        """One decision for every process (the serial trainer: ``flag`` itself)."""
+        return flag
+
+    def _checkpoint_due(self, grew: bool) -> bool:
+        """At the end, after a growth event, every ``checkpoint_every`` epochs, or when
+        ``checkpoint_seconds`` have passed since the last checkpoint (a clock, so the decision
+        is agreed on by every process). Checkpoints change no result: resume is bitwise from any."""
+        run = self.cfg.run
+        if self.finished or grew:
+            return True
+        if run.checkpoint_every > 0 and self.state.epoch % run.checkpoint_every == 0:
+            return True
+        waited = time.monotonic() - self._last_checkpoint
+        late = run.checkpoint_seconds > 0 and waited >= run.checkpoint_seconds
+        return self._agree(late)
 
     def _load_checkpoint(self) -> dict[str, Any]:
         return load_run_file(self.run_dir / "checkpoint.pt", "checkpoint")
@@ -413,10 +432,11 @@ class Trainer:
                     self._end_phase()
                     grew = self._grow()
                     self.finished = not grew
-                if self.finished or grew or self.state.epoch % cfg.run.checkpoint_every == 0:
+                if self._checkpoint_due(grew):
                     self._checkpoint()
             return self._finish()
         except PdegrowError as exc:  # bad data or settings: recorded, so later commands know
+            self.metrics.write_csv()
             self.rundir.fail(str(exc))
             raise
         finally:
@@ -435,6 +455,7 @@ class Trainer:
             "phase_best_vals": self.state.phase_best_vals,
         }
         save_model(self.run_dir / "model.pt", self.model, self.data, self.cfg)
+        self.metrics.write_csv()
         write_json(self.run_dir / "summary.json", summary)
         self.rundir.finish()
         return summary

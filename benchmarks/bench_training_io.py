@@ -1,0 +1,79 @@
+"""Training I/O before/after: CPU time of the same run under two source trees, interleaved.
+
+    git archive <old-commit> pdegrow solvers | tar -x -C /tmp/before
+    .venv/bin/python benchmarks/bench_training_io.py --before /tmp/before [--epochs 300] [--repeats 3]
+
+Runs `pdegrow train` on the heat `paper` data (generated into ``--data`` if missing) with
+``experiments/heat-paper-topological.toml`` shortened to ``--epochs``, once with the code of
+``--before`` (on ``PYTHONPATH``) and once with this checkout, alternating, ``--repeats`` times
+each. It reports each run's CPU time (user + system of the child, which the other load of the
+machine inflates far less than wall time), the ratio after/before of the medians, and whether
+the two final summaries (validation and test metrics, architecture) agree. Both trees run with
+their own defaults: the old one checkpointed and rewrote ``metrics.csv`` every epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def child_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def run(tree: Path, config: Path, data: Path, out: Path) -> tuple[float, dict]:
+    env = dict(os.environ, PYTHONPATH=str(tree), OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    before = child_cpu()
+    subprocess.run([sys.executable, "-m", "pdegrow", "train", "--config", str(config), "--data", str(data),
+                    "--out", str(out), "--overwrite", "--no-progress", "--set", "run.threads=1",
+                    "--set", 'run.device="cpu"'], check=True, env=env, cwd=tree,
+                   stdout=subprocess.DEVNULL)
+    return child_cpu() - before, json.loads((out / "summary.json").read_text())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--before", type=Path, required=True, help="source tree of the old code")
+    ap.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "bench-heat-paper.h5")
+    ap.add_argument("--epochs", type=int, default=300)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    if not args.data.is_file():
+        subprocess.run([sys.executable, "-m", "pdegrow", "generate", "heat", "--config",
+                        str(ROOT / "datasets" / "heat-paper.toml"), "--out", str(args.data), "--no-progress"],
+                       check=True, cwd=ROOT)
+    work = Path(tempfile.mkdtemp(prefix="bench-training-io-"))
+    text = (ROOT / "experiments" / "heat-paper-topological.toml").read_text()
+    text = text.replace("max_epochs = 1500", f"max_epochs = {args.epochs}")
+    text = text.replace("phase_epochs = 300", f"phase_epochs = {max(args.epochs // 5, 1)}")
+    config = work / "config.toml"
+    config.write_text(text)
+    times: dict[str, list[float]] = {"before": [], "after": []}
+    summaries: dict[str, dict] = {}
+    for k in range(args.repeats):
+        for name, tree in (("before", args.before.resolve()), ("after", ROOT)):
+            cpu, summary = run(tree, config, args.data, work / f"{name}-{k}")
+            times[name].append(cpu)
+            summaries[name] = summary
+            print(f"{name:6s} run {k}: {cpu:7.2f} s CPU", flush=True)
+    med = {name: statistics.median(v) for name, v in times.items()}
+    same = {key: summaries["before"][key] == summaries["after"][key]
+            for key in ("val", "test", "architecture", "growth_events", "epochs")}
+    ratio = med["after"] / med["before"]
+    print(json.dumps({"epochs": args.epochs, "median_cpu_s": med, "ratio_after_before": ratio,
+                      "summaries_equal": same, "load": os.getloadavg()}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
