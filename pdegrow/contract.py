@@ -25,10 +25,14 @@ import h5py
 import numpy as np
 
 from pdegrow import __version__
+from pdegrow.contract_metadata import describe_arrays
 from pdegrow.errors import DataContractError
 
 SCHEMA = "pdegrow-dataset"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+"""Version 2 adds the dimension scales, ``long_name`` and ``units`` of
+:mod:`pdegrow.contract_metadata`; every array of version 1 is there unchanged, so both are read."""
 SAMPLE_GROUPS = ("inputs", "targets")
 STATIC_GROUPS = ("geometry", "operators")
 
@@ -82,6 +86,7 @@ def create_dataset_file(
         if name.split("/")[0] not in SAMPLE_GROUPS:
             raise ValueError(f"sample array {name!r} must live under {SAMPLE_GROUPS}")
         f.create_dataset(name, shape=(n_samples, *shape), dtype=dtype, **sample_storage(shape))
+    describe_arrays(f, problem)
     return f
 
 
@@ -120,9 +125,10 @@ def open_dataset(path: str | os.PathLike, problem: str | None = None) -> h5py.Fi
         if schema != SCHEMA:
             raise DataContractError(f"{path}: not a pdegrow data set (no '{SCHEMA}' schema attribute)")
         version = int(f.attrs.get("schema_version", -1))
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_VERSIONS:
             raise DataContractError(
-                f"{path}: schema version {version}, this pdegrow reads version {SCHEMA_VERSION}")
+                f"{path}: schema version {version}, this pdegrow reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))}")
         if not bool(f.attrs.get("complete", False)):
             raise DataContractError(f"{path}: incomplete data set (its generation did not finish)")
         if problem is not None and f.attrs["problem"] != problem:
