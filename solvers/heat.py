@@ -40,6 +40,7 @@ import ufl
 from dolfinx import fem, geometry, mesh
 from petsc4py import PETSc
 
+from pdegrow.contract_metadata import structured_grid_index
 from pdegrow.errors import PdegrowError
 from solvers import recipes
 
@@ -399,6 +400,9 @@ class HeatProblem:
             "operators/prior_mean": np.full(len(self.nodes), self.recipe.prior_mean),
         }
         arrays["operators/observation_matrix"] = self.nodal_observation_matrix
+        grid_index = structured_grid_index(self.nodes)
+        if grid_index is not None:
+            arrays["geometry/grid_index"] = grid_index
         mass = self.mass.tocsr().sorted_indices()
         arrays["operators/mass_matrix_data"] = mass.data
         arrays["operators/mass_matrix_indices"] = mass.indices.astype(np.int64)
