@@ -264,6 +264,9 @@ class WindProblem:
         self.rhs = PETSc.Vec().createSeq(self.n_dofs, comm=MPI.COMM_SELF)
         self.sol = PETSc.Vec().createSeq(self.n_dofs, comm=MPI.COMM_SELF)
         self.masts = mast_positions(r)
+        self.mast_columns = np.column_stack([  # (row j, column i) of the grid column nearest to each mast
+            np.rint(self.masts[:, 1] / L * (r.grid_ny - 1)), np.rint(self.masts[:, 0] / L * (r.grid_nx - 1))
+        ]).astype(np.int64)
         self.hills: np.ndarray | None = None
         if r.terrain == "fixed":
             self.set_terrain(fixed_hills(r))
@@ -385,6 +388,20 @@ class WindProblem:
         values = self.mast_matrix @ u                                   # (M·K, 3)
         return values[:, : len(self.recipe.components)].ravel()
 
+    def mast_image(self, observations: np.ndarray) -> np.ndarray:
+        """The observations as a horizontal image (K·c + 1, n_y, n_x) for a conv net: at the grid column
+        nearest to each mast its K·c values (the mean where masts share a column), zeros elsewhere; the
+        last channel counts the masts of each column."""
+        r = self.recipe
+        per_mast = observations.reshape(len(self.masts), -1)
+        image = np.zeros((per_mast.shape[1] + 1, r.grid_ny, r.grid_nx))
+        for (j, i), values in zip(self.mast_columns, per_mast, strict=True):
+            image[:-1, j, i] += values
+            image[-1, j, i] += 1.0
+        occupied = image[-1] > 0
+        image[:-1, occupied] /= image[-1, occupied]
+        return image
+
     def to_grid(self, u: np.ndarray) -> np.ndarray:
         """u on the target grid, (3, nz, ny, nx)."""
         r = self.recipe
@@ -399,10 +416,13 @@ class WindProblem:
         clean = self.observe(u)
         rms = float(np.sqrt(np.mean(clean**2)))
         noisy = clean + r.noise_level * rms * rng.standard_normal(len(clean))
+        grid = self.to_grid(u)
         sample = {
             "inputs/observations": noisy,
             "inputs/observations_clean": clean,
-            "targets/velocity": self.to_grid(u),
+            "inputs/mast_image": self.mast_image(noisy),
+            "targets/velocity": grid,
+            "targets/velocity_columns": grid.reshape(3 * r.grid_nz, r.grid_ny, r.grid_nx),
             "targets/velocity_nodes": u,
             "targets/first_guess": self.to_grid(u0),
         }
@@ -420,7 +440,9 @@ class WindProblem:
         specs = {
             "inputs/observations": ((n_obs,), f8),
             "inputs/observations_clean": ((n_obs,), f8),
+            "inputs/mast_image": ((len(r.mast_heights) * len(r.components) + 1, r.grid_ny, r.grid_nx), f8),
             "targets/velocity": (grid, f8),
+            "targets/velocity_columns": ((3 * r.grid_nz, r.grid_ny, r.grid_nx), f8),
             "targets/velocity_nodes": ((self.n_dofs, 3), f8),
             "targets/first_guess": (grid, f8),
         }

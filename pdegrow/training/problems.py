@@ -36,6 +36,10 @@ def physics_terms(data: DataBundle, cfg: RegularizerConfig, ops: HeatOperators |
     """The global physics terms (active in every phase) asked for by ``cfg``."""
     from pdegrow.errors import PdegrowError
 
+    if data.problem == "wind":
+        from pdegrow.regularizers.wind_divergence import wind_physics_terms
+
+        return wind_physics_terms(data, cfg.physics_weight, cfg.model_constrained_weight)
     terms: list[LossTerm] = []
     if cfg.physics_weight > 0 or cfg.model_constrained_weight > 0:
         if ops is None:
@@ -137,6 +141,10 @@ def batch_metrics(pred_phys: torch.Tensor, target_phys: torch.Tensor, batch: Any
         out["error_rate"] = (p.argmax(1) != t.argmax(1)).to(p.dtype)
     if data.cfg.problem == "regression":      # squared error in the target's units (mean: the test MSE)
         out["mse_target"] = (p - t).pow(2).mean(1)
+    if data.cfg.problem == "wind":            # test MSE of u and the relative error on each grid level
+        from pdegrow.regularizers.wind_divergence import wind_metrics
+
+        out.update(wind_metrics(pred_phys.reshape(target_phys.shape), target_phys))
     m = recovered_field(pred_phys, data, ops)
     if m is not None and FIELD in batch.aux:
         m_true = batch.aux[FIELD].to(m.dtype)
