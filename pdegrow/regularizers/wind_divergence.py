@@ -72,8 +72,8 @@ def wind_physics_terms(data: Any, physics_weight: float, model_constrained_weigh
         return []
     missing = [k for k in DIVERGENCE_KEYS if k not in data.operators]
     if missing:
-        raise PdegrowError(f"physics_weight > 0 on wind needs the grid divergence operator; {data.path} has no "
-                           f"operators/{missing[0]} (only terrain = \"fixed\" data sets store it)")
+        raise PdegrowError(f"physics_weight > 0 on wind needs the grid divergence operator; {data.path} has "
+                           f"no operators/{missing[0]} (only terrain = \"fixed\" data sets store it)")
     if data.cfg.target not in ("targets/velocity", "targets/velocity_columns"):
         raise PdegrowError(f"physics_weight > 0 on wind needs [data] target = 'targets/velocity' or "
                            f"'targets/velocity_columns' (the grid field), not {data.cfg.target!r}")
