@@ -174,7 +174,7 @@ def test_accumulate_refuses_non_token_states():
 @pytest.mark.parametrize("name,opts", [("topological_insertion", {"line_search_evals": 10}),
                                        ("random_insertion", {}), ("net2deeper", {}),
                                        ("net2deeper", {"block": "vit_mlp", "activation": "gelu"}),
-                                       ("layerwise", {}), ("fixed", {})])
+                                       ("layerwise", {}), ("forward_thinking", {}), ("fixed", {})])
 def test_strategies_on_a_tiny_vit(name, opts):
     model, y, t = vit_case()
     ctx = make_ctx(model, y, t, batch=10)
@@ -190,7 +190,7 @@ def test_strategies_on_a_tiny_vit(name, opts):
     assert model.depth == 3
     with torch.no_grad():
         assert model(y).shape == t.shape
-    if name in ("net2deeper", "layerwise"):
+    if name in ("net2deeper", "layerwise", "forward_thinking"):
         assert after == j0   # identity (zero-initialised) sub-layer
     else:
         assert after < j0 and prop.predicted_change < 0
@@ -204,7 +204,7 @@ def test_strategies_on_a_tiny_vit(name, opts):
 
 def test_vit_config_refuses_unsupported_strategies_and_bad_sizes():
     base = {"data": {"problem": ""}, "model": {"kind": "vit", "width": 8}}
-    for name in ("tiny", "gradmax", "folding", "net2wider", "random_neurons", "forward_thinking"):
+    for name in ("tiny", "gradmax", "folding", "net2wider", "random_neurons"):
         with pytest.raises(PdegrowError, match=rf"strategy '{name}' does not support model kind 'vit'"):
             build_config({**base, "growth": {"strategy": name}}, "cfg.toml")
     assert build_config({**base, "growth": {"strategy": "topological_insertion"}}, "c").model.kind == "vit"

@@ -41,7 +41,8 @@ from pdegrow.models.resnet import GrowableResNet
 POSITIONS = ("learned", "sinusoidal")
 
 #: Strategies that support ``model.kind = "vit"`` (they insert token-wise blocks or never grow).
-VIT_STRATEGIES = ("fixed", "layerwise", "net2deeper", "random_insertion", "topological_insertion")
+VIT_STRATEGIES = ("fixed", "forward_thinking", "layerwise", "net2deeper", "random_insertion",
+                  "topological_insertion")
 
 
 def sinusoidal_positions(grid: tuple[int, int], width: int) -> torch.Tensor:
