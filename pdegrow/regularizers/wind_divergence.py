@@ -34,7 +34,7 @@ def divergence_matrix(operators: dict[str, np.ndarray], dtype: torch.dtype = tor
     rows = np.repeat(np.arange(n_rows), np.diff(indptr))
     index = torch.as_tensor(np.stack([rows, indices]).astype(np.int64))
     return torch.sparse_coo_tensor(index, torch.as_tensor(data), (n_rows, 3 * n_rows), dtype=dtype,
-                                   device=device).coalesce()
+                                   device=device, check_invariants=True).coalesce()
 
 
 def grid_divergence(u: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
