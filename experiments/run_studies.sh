@@ -6,7 +6,7 @@
 #   bash experiments/run_studies.sh data          # generate / derive every data set (once)
 #   bash experiments/run_studies.sh STUDY         # heat-paper heat-posterior heat-default ns-sensors ns-full
 #                                                 # ns-full-wide ns-conv ridge ns-reference ns-figure diabetes digits transfer
-#                                                 # boston growth-fixes
+#                                                 # boston growth-fixes ns-vit digits-vit
 #   bash experiments/run_studies.sh all           # every study
 set -euo pipefail
 BIN=${PDEGROW_BIN:-.venv/bin}
@@ -40,6 +40,7 @@ case "${1:-help}" in
   ns-full)      compare study-ns-full ;;
   ns-conv)      compare study-ns-conv ;;
   ns-full-wide) compare study-ns-full-wide ;;
+  ns-vit)       compare study-ns-vit ;;
   ridge)        "$BIN/python" experiments/ridge_reference.py ;;
   ns-reference) ref() { "$BIN/pdegrow" reference "datasets/$1.h5" --method "$2" --samples test --n-train 400 \
                     --n-val 50 --n-test "$3" --threads 1 --no-progress --overwrite; }
@@ -58,10 +59,11 @@ case "${1:-help}" in
                 "$BIN/python" experiments/summarise_study.py runs/study-heat-paper-growth-fixes \
                     --metrics rel_error_field rel_error_conductivity ;;
   digits)       compare study-prototypes-digits ;;
+  digits-vit)   compare study-prototypes-digits-vit ;;
   transfer)     "$BIN/python" experiments/transfer_study.py --out runs/study-transfer --workers "$NP"
                 "$BIN/python" experiments/transfer_study.py --model conv --out runs/study-transfer-conv --workers "$NP"
                 "$BIN/python" experiments/transfer_study.py --model heat --out runs/study-transfer-heat --workers "$NP" ;;
-  all)          for s in heat-paper heat-posterior heat-default ns-sensors ns-full ns-full-wide ns-conv ridge ns-reference ns-figure diabetes digits boston growth-fixes transfer; do
+  all)          for s in heat-paper heat-posterior heat-default ns-sensors ns-full ns-full-wide ns-conv ns-vit ridge ns-reference ns-figure diabetes digits digits-vit boston growth-fixes transfer; do
                     "$0" "$s"; done ;;
   *) sed -n 2,10p "$0"; exit 2 ;;
 esac
