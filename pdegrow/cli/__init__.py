@@ -10,7 +10,11 @@ import sys
 from pdegrow import __version__
 from pdegrow.errors import PdegrowError
 
-SUBCOMMANDS = ("generate", "info", "train", "evaluate", "predict", "report", "compare", "reference", "demo")
+SUBCOMMANDS = ("generate", "info", "train", "evaluate", "predict", "export", "report", "compare", "reference",
+               "demo")
+
+SUBCOMMANDS += ("import",)
+MODULES = {"import": "importer"}   # a subcommand whose module has another name (a keyword)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pdegrow {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in SUBCOMMANDS:
-        importlib.import_module(f"pdegrow.cli.{name}").register(sub)
+        importlib.import_module(f"pdegrow.cli.{MODULES.get(name, name)}").register(sub)
     return parser
 
 
