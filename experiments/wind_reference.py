@@ -1,0 +1,105 @@
+"""Linear baselines for the wind study: ridge regression and optimal interpolation (BLUE) from the masts.
+
+Same file, input, target and split as ``experiments/study-wind.toml`` (split seed 0, 500/100/100).
+
+* ridge: û = ȳ_u + W (x − x̄)/s_x with W = argmin ‖U − X W‖² + λ‖W‖² on the training split, inputs
+  standardised per feature, λ ∈ {1e-3 … 1e4} chosen on the validation split;
+* optimal interpolation (the Gaussian conditional mean, i.e. the best linear unbiased estimate):
+  û = ū + C_uy (C_yy + R)⁻¹ (y − ȳ), with the prior covariances C_uy, C_yy of the clean field and its
+  mast values estimated from the training samples (the prior is that of the generator: u₀'s law
+  pushed through the mass-consistent projection) and R = σ²I the noise covariance from the
+  file's noise model (σ = noise_level · rms of the clean mast values, averaged over the training set).
+
+Printed: test MSE of u, the mean relative L² error ‖û − u‖/‖u‖ on the grid, and the relative error on
+every grid level (0 = the ground).
+
+    python experiments/wind_reference.py datasets/wind-study.h5 [--out experiments/results/wind-reference.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from pdegrow.contract import open_dataset
+from pdegrow.data.splits import make_splits
+
+
+def metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    """Test MSE, mean relative L² error and mean relative error on each level of (n, 3, n_z, n_y, n_x)."""
+    n, nz = len(true), true.shape[2]
+    diff = (pred - true).reshape(n, -1)
+    out = {"mse": float((diff**2).mean()),
+           "rel": float((np.linalg.norm(diff, axis=1) / np.linalg.norm(true.reshape(n, -1), axis=1)).mean())}
+    d = np.linalg.norm((pred - true).transpose(0, 2, 1, 3, 4).reshape(n, nz, -1), axis=2)
+    r = np.linalg.norm(true.transpose(0, 2, 1, 3, 4).reshape(n, nz, -1), axis=2)
+    for k in range(nz):
+        out[f"level{k}"] = float((d[:, k] / r[:, k]).mean())
+    return out
+
+
+def ridge(x: np.ndarray, y: np.ndarray, tr: np.ndarray, va: np.ndarray, te: np.ndarray,
+          ) -> tuple[np.ndarray, float]:
+    mu, sd = x[tr].mean(0), x[tr].std(0) + 1e-12
+    z = (x - mu) / sd
+    ym = y[tr].mean(0)
+    best: tuple[float, float, np.ndarray] | None = None
+    for lam in 10.0 ** np.arange(-3, 5):
+        A = z[tr].T @ z[tr] + lam * np.eye(z.shape[1])
+        W = np.linalg.solve(A, z[tr].T @ (y[tr] - ym))
+        err = float(((z[va] @ W + ym - y[va]) ** 2).mean())
+        if best is None or err < best[0]:
+            best = (err, lam, W)
+    assert best is not None
+    return z[te] @ best[2] + ym, best[1]
+
+
+def optimal_interpolation(clean: np.ndarray, y: np.ndarray, noisy: np.ndarray, sigma: float, tr: np.ndarray,
+                          te: np.ndarray) -> np.ndarray:
+    cm, um = clean[tr].mean(0), y[tr].mean(0)
+    dc, du = clean[tr] - cm, y[tr] - um
+    C_yy = dc.T @ dc / len(tr)
+    C_uy = du.T @ dc / len(tr)
+    K = np.linalg.solve(C_yy + sigma**2 * np.eye(len(C_yy)), C_uy.T).T
+    return um + (noisy[te] - cm) @ K.T
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("data")
+    p.add_argument("--sizes", type=int, nargs=3, default=[500, 100, 100], metavar=("TRAIN", "VAL", "TEST"))
+    p.add_argument("--out", type=Path)
+    args = p.parse_args()
+    with open_dataset(args.data, "wind") as f:
+        n = int(f.attrs["n_samples"])
+        x = f["inputs/observations"][()]
+        clean = f["inputs/observations_clean"][()]
+        u = f["targets/velocity"][()]
+        level = float(f.attrs["noise_level"])
+    s = make_splits(n, *args.sizes, 0)
+    tr, va, te = (np.asarray(s[k]) for k in ("train", "val", "test"))
+    y = u.reshape(n, -1)
+    pred_ridge, lam = ridge(x, y, tr, va, te)
+    sigma = level * float(np.sqrt((clean[tr] ** 2).mean(1)).mean())
+    pred_oi = optimal_interpolation(clean, y, x, sigma, tr, te)
+    rows = [(f"ridge (λ = {lam:g})", metrics(pred_ridge.reshape(u[te].shape), u[te])),
+            (f"optimal interpolation (σ = {sigma:.3g} m/s)", metrics(pred_oi.reshape(u[te].shape), u[te])),
+            ("prior mean (training average)", metrics(np.broadcast_to(u[tr].mean(0), u[te].shape), u[te]))]
+    nz = u.shape[2]
+    levels = " | ".join(f"level {k}" for k in range(nz))
+    head = f"| baseline | test MSE (m²/s²) | rel. L² of u | {levels} |"
+    lines = [f"{args.data}: {len(tr)}/{len(va)}/{len(te)} samples (split seed 0)", "", head,
+             "|---" * (3 + nz) + "|"]
+    for name, m in rows:
+        lines.append(f"| {name} | {m['mse']:.3f} | {m['rel']:.4f} | "
+                     + " | ".join(f"{m[f'level{k}']:.3f}" for k in range(nz)) + " |")
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
