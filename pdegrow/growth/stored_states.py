@@ -82,8 +82,10 @@ def merge_batches(batches: Iterable[Any], min_rows: int) -> list[Any]:
 
 
 def eval_rows(model: nn.Module, sample_input: Tensor, eval_elements: int = EVAL_ELEMENTS) -> int:
-    """Rows of a merged batch: ``eval_elements`` state entries, a state being width × spatial size."""
+    """Rows of a merged batch: ``eval_elements`` state entries, a state being width × spatial size
+    (× the tokens of a ViT)."""
     spatial = math.prod(sample_input.shape[2:]) if getattr(model, "is_conv", False) else 1
+    spatial *= int(getattr(getattr(model, "lift", None), "n_tokens", 1))
     per_sample = int(getattr(model, "stream_width", 1)) * max(1, spatial)
     return max(1, int(eval_elements) // max(1, per_sample))
 
