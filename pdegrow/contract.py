@@ -4,8 +4,8 @@ One self-describing file per data set (see ``datasets/README.md``):
 
 * root attributes ``schema``, ``schema_version``, ``problem``, ``config``
   (JSON), ``n_samples``, ``base_seed``, ``versions`` (JSON), ``created``;
-* ``inputs/<name>`` and ``targets/<name>``: first axis = sample, one sample a
-  chunk, gzip-compressed;
+* ``inputs/<name>`` and ``targets/<name>``: first axis = sample, chunks of about
+  ``CHUNK_BYTES`` (many small samples a chunk), gzip-compressed;
 * ``geometry/<name>`` and ``operators/<name>``: arrays that do not depend on
   the sample (mesh, sensors, discrete operators for physics losses).
 
@@ -35,6 +35,9 @@ READABLE_VERSIONS = (1, 2)
 :mod:`pdegrow.contract_metadata`; every array of version 1 is there unchanged, so both are read."""
 SAMPLE_GROUPS = ("inputs", "targets")
 STATIC_GROUPS = ("geometry", "operators")
+CHUNK_BYTES = 64 * 2**10
+"""Uncompressed size a chunk of per-sample rows aims at: one gzip stream per small sample cost
+more than the compression itself (a heat `paper` sample is 800 bytes)."""
 
 
 def package_versions() -> dict[str, str]:
@@ -85,19 +88,25 @@ def create_dataset_file(
     for name, (shape, dtype) in sample_specs.items():
         if name.split("/")[0] not in SAMPLE_GROUPS:
             raise ValueError(f"sample array {name!r} must live under {SAMPLE_GROUPS}")
-        f.create_dataset(name, shape=(n_samples, *shape), dtype=dtype, **sample_storage(shape))
+        f.create_dataset(name, shape=(n_samples, *shape), dtype=dtype,
+                         **sample_storage(shape, dtype, n_samples))
     describe_arrays(f, problem)
     return f
 
 
-def sample_storage(shape: tuple[int, ...]) -> dict[str, Any]:
-    """h5py storage options of a per-sample array: one sample a chunk, shuffle + gzip.
+def chunk_rows(shape: tuple[int, ...], dtype: Any, n_samples: int) -> int:
+    """Samples a chunk holds: as many as fit in ``CHUNK_BYTES`` (at least 1, at most ``n_samples``)."""
+    row_bytes = max(1, int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize)
+    return max(1, min(CHUNK_BYTES // row_bytes, int(n_samples)))
 
-    Part files use the same options, so merging them copies compressed chunks as they are.
-    """
-    if not shape:
+
+def sample_storage(shape: tuple[int, ...], dtype: Any = np.float64, n_samples: int = 1) -> dict[str, Any]:
+    """h5py storage options of a per-sample array of ``n_samples`` rows: chunks of
+    :func:`chunk_rows` samples, shuffle + gzip level 4 (none for scalar samples)."""
+    if not shape or n_samples <= 0:
         return {}
-    return {"chunks": (1, *shape), "compression": "gzip", "compression_opts": 4, "shuffle": True}
+    return {"chunks": (chunk_rows(shape, dtype, n_samples), *shape), "compression": "gzip",
+            "compression_opts": 4, "shuffle": True}
 
 
 def mark_complete(f: h5py.File) -> None:

@@ -5,8 +5,8 @@ and *in sample order*, whatever the order the part files were written in. Its la
 (where every chunk lands, the chunk index) therefore depends on the samples alone: a
 run that was interrupted and resumed, or run on another number of ranks, gives a file
 of the same size as an uninterrupted one, byte for byte equal but for the ``created``
-time. Compressed chunks are copied as they are (no decompression) when the part file
-stores them as the merged file does.
+time. Part files are uncompressed; the merge compresses each chunk (many small samples a
+chunk, :func:`pdegrow.contract.chunk_rows`) once, writing whole chunks only.
 
 ``OUT`` is written under ``OUT.tmp`` and renamed when complete; on any failure
 ``OUT.tmp`` is removed and the part files are kept, so ``--resume`` merges again.
@@ -61,11 +61,12 @@ def sample_sources(parts: list[Path], n_samples: int) -> tuple[np.ndarray, np.nd
 
 def merged_size_bound(files: list[Path], static: dict[str, np.ndarray], n_samples: int,
                       n_arrays: int) -> int:
-    """An upper bound of the merged file's size: the part files (which hold the same compressed
-    chunks, with an index of the same size), the static arrays, 128 bytes of chunk index per
-    chunk and 1 MiB of other metadata."""
+    """An upper bound of the merged file's size: the part files (the same samples, uncompressed)
+    plus 1 % (gzip's worst case on incompressible data is far below), the static arrays, 128 bytes
+    of chunk index per sample and array and 1 MiB of other metadata."""
     parts = sum(p.stat().st_size for p in files)
-    return parts + sum(np.asarray(a).nbytes for a in static.values()) + 128 * n_samples * n_arrays + 2**20
+    static_bytes = sum(np.asarray(a).nbytes for a in static.values())
+    return parts + parts // 100 + static_bytes + 128 * n_samples * n_arrays + 2**20
 
 
 def merge_parts(out: Path, problem: Any, manifest: dict[str, Any]) -> None:
@@ -103,7 +104,8 @@ def merge_parts(out: Path, problem: Any, manifest: dict[str, Any]) -> None:
             try:
                 for name, (shape, dtype) in specs.items():
                     row_bytes = max(1, int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize)
-                    window = max(1, WINDOW_BYTES // row_bytes)
+                    rows = f[name].chunks[0] if f[name].chunks else 1
+                    window = max(1, WINDOW_BYTES // row_bytes // rows) * rows  # whole chunks
                     for lo in range(0, n, window):
                         _copy_window(sources, name, f[name], part_of, row_of, lo, min(lo + window, n))
             finally:
@@ -152,30 +154,22 @@ class _OpenParts:
 
 def _copy_window(parts: _OpenParts, name: str, dst: h5py.Dataset, part_of: np.ndarray,
                  row_of: np.ndarray, lo: int, hi: int) -> None:
-    """dst[lo:hi] from the part files: read grouped by part file, then written in sample order."""
-    rows: list[Any] = [None] * (hi - lo)
+    """dst[lo:hi] from the part files: read grouped by part file, then written in one piece."""
+    block = np.empty((hi - lo, *dst.shape[1:]), dtype=dst.dtype)
     window_parts = part_of[lo:hi]
     window_rows = row_of[lo:hi]
-    tail = (0,) * (dst.ndim - 1)
     for k in np.unique(window_parts).tolist():
         positions = np.flatnonzero(window_parts == k)
         src = parts.dataset(k, name)
-        raw = (src.chunks is not None and src.chunks == dst.chunks and src.compression == dst.compression
-               and src.shuffle == dst.shuffle and src.dtype == dst.dtype)
+        rows = window_rows[positions]
+        first, last = int(rows.min()), int(rows.max())
         try:
-            if raw:
-                read = src.id.read_direct_chunk
-                for pos, row in zip(positions.tolist(), window_rows[positions].tolist(), strict=True):
-                    rows[pos] = read((row, *tail))
+            if (last - first + 1) * block[:1].nbytes <= 4 * WINDOW_BYTES:  # a part's rows are in
+                block[positions] = src[first:last + 1][rows - first]        # sample order: one range
             else:
-                for pos, row in zip(positions.tolist(), window_rows[positions].tolist(), strict=True):
-                    rows[pos] = src[row]
-        except OSError as exc:
+                order = np.argsort(rows, kind="stable")  # h5py reads increasing indices
+                block[positions[order]] = src[rows[order]]
+        except (OSError, TypeError, ValueError) as exc:
             raise DataContractError(f"part file {parts.files[k]} is corrupt ({exc}); delete it to "
                                     "regenerate its samples") from None
-    write = dst.id.write_direct_chunk
-    for pos, value in enumerate(rows):
-        if isinstance(value, tuple):
-            write((lo + pos, *tail), value[1], value[0])
-        else:
-            dst[lo + pos] = value
+    dst[lo:hi] = block

@@ -18,7 +18,6 @@ from typing import Any
 import h5py
 import numpy as np
 
-from pdegrow.contract import sample_storage
 from pdegrow.errors import DataContractError, PdegrowError
 from pdegrow.io_errors import remove_quietly, write_error
 
@@ -88,8 +87,8 @@ def write_part(path: Path, indices: list[int] | np.ndarray,
     stacked = samples if isinstance(samples, dict) else stack_samples(samples)
     with h5py.File(f"{path.name}.image", "w", driver="core", backing_store=False) as f:
         f.create_dataset("indices", data=np.asarray(indices, dtype=np.int64))
-        for name, rows in stacked.items():
-            f.create_dataset(name, data=rows, **sample_storage(rows.shape[1:]))
+        for name, rows in stacked.items():  # uncompressed: compressed once, when merged
+            f.create_dataset(name, data=rows)
         f.attrs["complete"] = True
         f.flush()
         image = f.id.get_file_image()

@@ -1,7 +1,7 @@
 """Every sample a run reads is finite: NaN/inf rows are found on load and named, split by split.
 
 The arrays are scanned in blocks of consecutive rows (about ``block_mb`` MiB each, in file
-order: cheap for HDF5's one-sample chunks, whatever the split's order), so the check costs one
+order: each HDF5 chunk is read once, whatever the split's order), so the check costs one
 read of the used arrays and never holds more than one block in memory.
 """
 
