@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from pdegrow.config import parse_overrides
 from pdegrow.errors import PdegrowError
@@ -64,7 +69,6 @@ def _read_json(path: str) -> dict:
 def run(args: argparse.Namespace) -> int:
     from pdegrow.training.config import apply_overrides, build_config, load_config
     from pdegrow.training.runlog import read_run
-    from pdegrow.training.trainer import train
 
     overrides = parse_overrides(args.overrides)
     if args.device:
@@ -85,6 +89,66 @@ def run(args: argparse.Namespace) -> int:
             build_config(apply_overrides(_read_json(args.config), overrides), args.config)
         data = args.data
     from pdegrow.training import distributed
+
+    try:
+        with terminate_as_interrupt():
+            if not (args.distributed or distributed.launched_by_torchrun()):
+                announce_device(cfg.run.device)
+            return _train(args, cfg, data, distributed)
+    except Interrupted as exc:
+        print(f"pdegrow train: {exc.signal_name} received, stopped. {resume_hint(Path(args.out))}",
+              file=sys.stderr)
+        return 128 + exc.signum
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM while training (a KeyboardInterrupt, so nothing swallows it as an error)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+        self.signal_name = signal.Signals(signum).name
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM (a killed job, a scheduler's pre-emption) raise
+    :class:`Interrupted`: the trainer unwinds, releases the run directory, and the caller says how to
+    resume."""
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def resume_hint(out: Path) -> str:
+    """How to continue an interrupted run in ``out``."""
+    if (out / "checkpoint.pt").is_file():
+        return f"Continue it from its last checkpoint with: pdegrow train --out {out} --resume"
+    return ("It stopped before its first checkpoint, so there is nothing to resume: run the same command "
+            "again (it replaces the unfinished run).")
+
+
+def announce_device(device: str) -> None:
+    """Say on stderr which device ``device = "auto"`` chose."""
+    if device != "auto":
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        chosen = f"cuda ({torch.cuda.get_device_name(0)})"
+    else:
+        chosen = "cpu (no CUDA device)"
+    print(f"pdegrow train: device auto -> {chosen}", file=sys.stderr)
+
+
+def _train(args: argparse.Namespace, cfg: Any, data: str, distributed: Any) -> int:
+    from pdegrow.training.trainer import train
 
     if args.distributed or distributed.launched_by_torchrun():
         rank = distributed.launch_info().rank

@@ -19,13 +19,14 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pdegrow.errors import PdegrowError
 from pdegrow.locks import LOCK_NAME, DirectoryLock, clear_directory
-from pdegrow.training.runlog import RUN_FILE, RUN_KIND, read_run, write_json
+from pdegrow.training.runlog import RUN_FILE, RUN_KIND, read_run, run_environment, write_json
 
 
 def is_stale(run_dir: Path, info: dict[str, Any]) -> bool:
@@ -43,6 +44,7 @@ class RunDirectory:
         self.created = False      # this object made the directory
         self.replace = False      # an existing run is to be cleared by start()
         self.written = False      # run.json of this run exists
+        self.device: Any = None   # the torch device the run trains on (recorded in run.json)
 
     # ------------------------------------------------------------------ before validation
 
@@ -104,15 +106,19 @@ class RunDirectory:
         d = self.path
         if self.replace:
             clear_directory(d)
+        data = Path(data_path).resolve()
         write_json(d / RUN_FILE, {"kind": RUN_KIND, "version": 1, "status": "running",
-                                  "data": str(Path(data_path).resolve()),
-                                  "created": datetime.now(UTC).isoformat(timespec="seconds")})
+                                  "data": str(data), "data_relative": os.path.relpath(data, d.resolve()),
+                                  "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                                  **run_environment(self.device)})
         self.written = True
         write_json(d / "config.json", config)
 
     def set_status(self, status: str, error: str | None = None) -> None:
         info = read_run(self.path)
         info["status"] = status
+        if status == "running":       # a resume: where it runs now
+            info.update(run_environment(self.device))
         info.pop("error", None)
         if error is not None:
             info["error"] = error

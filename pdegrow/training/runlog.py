@@ -6,6 +6,9 @@ import csv
 import json
 import math
 import os
+import platform
+import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +69,35 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
         raise PdegrowError(f"{run_dir}: damaged {RUN_FILE}") from None
     if info.get("kind") != RUN_KIND:
         raise PdegrowError(f"{run_dir}: not a pdegrow run directory ({RUN_FILE} of another kind)")
+    relative = info.get("data_relative")
+    if relative and not Path(str(info.get("data", ""))).is_file() and (run_dir / relative).is_file():
+        info["data"] = str((run_dir / relative).resolve())   # run and data moved together
     return info
+
+
+def command_line() -> str:
+    """The command this process runs, as a shell line (``pdegrow train …``)."""
+    argv = list(sys.argv) or ["python"]
+    program = Path(argv[0]).name
+    if program == "__main__.py":
+        program = f"python -m {Path(argv[0]).parent.name}"
+        return " ".join([program, shlex.join(argv[1:])]).strip()
+    return shlex.join([program, *argv[1:]])
+
+
+def run_environment(device: torch.device | None) -> dict[str, Any]:
+    """Where a run runs: the device actually used (its name on CUDA), torch and CUDA versions,
+    Python, host and the command line; stored in ``run.json``."""
+    from pdegrow import __version__
+
+    env: dict[str, Any] = {"torch": torch.__version__, "cuda": torch.version.cuda,
+                           "python": platform.python_version(), "pdegrow": __version__,
+                           "host": platform.node(), "command": command_line()}
+    if device is not None:
+        env["device"] = str(device)
+        if device.type == "cuda":
+            env["device_name"] = torch.cuda.get_device_name(device)
+    return env
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

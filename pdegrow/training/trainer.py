@@ -123,7 +123,7 @@ class Trainer:
         cfg = self.cfg
         if cfg.run.threads > 0:
             torch.set_num_threads(cfg.run.threads)
-        self.device = resolve_device(cfg.run.device)
+        self.device = self.rundir.device = resolve_device(cfg.run.device)
         self.dtype = torch.float64 if cfg.run.dtype == "float64" else torch.float32
         self.amp = bool(cfg.run.mixed_precision and self.device.type == "cuda")
         ckpt = self._load_checkpoint() if resume else None
