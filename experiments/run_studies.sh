@@ -6,7 +6,7 @@
 #   bash experiments/run_studies.sh data          # generate / derive every data set (once)
 #   bash experiments/run_studies.sh STUDY         # heat-paper heat-posterior heat-default ns-sensors ns-full
 #                                                 # ns-full-wide ns-conv ridge ns-reference ns-figure diabetes digits transfer
-#                                                 # boston growth-fixes ns-vit digits-vit
+#                                                 # boston growth-fixes ns-vit digits-vit wind
 #   bash experiments/run_studies.sh all           # every study
 set -euo pipefail
 BIN=${PDEGROW_BIN:-.venv/bin}
@@ -26,6 +26,8 @@ case "${1:-help}" in
         --final-time 5.0 --set dt=2.5e-3 --set 'snapshot_times=[0.2,1.0]' --n-samples 600 --seed 0 \
         --out datasets/ns-32-T5.h5 --no-progress
     [ -f datasets/ns32-T5-sensors.h5 ] || "$BIN/python" experiments/ns_time_sets.py datasets/ns-32-T5.h5 --stem datasets/ns32
+    [ -f datasets/wind-study.h5 ] || "$BIN/mpiexec" -n "$NP" "$BIN/pdegrow" generate wind --preset study \
+        --out datasets/wind-study.h5 --no-progress
     "$BIN/python" experiments/prototype_data.py diabetes digits --overwrite ;;
   heat-paper)   compare study-heat-paper
                 "$BIN/python" experiments/summarise_study.py runs/study-heat-paper \
@@ -52,6 +54,13 @@ case "${1:-help}" in
                 "$BIN/python" benchmarks/bench_reference_ns.py datasets/ns32-T1-full.h5 --method laplace \
                     --n-test 5 --rank 256 --power-iters 0 --write ;;
   ns-figure)    "$BIN/python" experiments/ns_fields_figure.py ;;
+  wind)         compare study-wind
+                compare study-wind-conv
+                "$BIN/python" experiments/wind_reference.py datasets/wind-study.h5 \
+                    --out experiments/results/wind-reference.md
+                "$BIN/python" experiments/summarise_study.py runs/study-wind --metrics rel_error_target mse_target \
+                    rel_error_level0 rel_error_level1 rel_error_level3 rel_error_level5
+                "$BIN/python" experiments/wind_study_figures.py runs/study-wind datasets/wind-study.h5 ;;
   diabetes)     compare study-prototypes-diabetes ;;
   boston)       "$BIN/python" experiments/prototype_data.py boston --overwrite
                 compare study-prototypes-boston ;;
@@ -63,7 +72,7 @@ case "${1:-help}" in
   transfer)     "$BIN/python" experiments/transfer_study.py --out runs/study-transfer --workers "$NP"
                 "$BIN/python" experiments/transfer_study.py --model conv --out runs/study-transfer-conv --workers "$NP"
                 "$BIN/python" experiments/transfer_study.py --model heat --out runs/study-transfer-heat --workers "$NP" ;;
-  all)          for s in heat-paper heat-posterior heat-default ns-sensors ns-full ns-full-wide ns-conv ns-vit ridge ns-reference ns-figure diabetes digits digits-vit boston growth-fixes transfer; do
+  all)          for s in heat-paper heat-posterior heat-default ns-sensors ns-full ns-full-wide ns-conv ns-vit ridge ns-reference ns-figure wind diabetes digits digits-vit boston growth-fixes transfer; do
                     "$0" "$s"; done ;;
   *) sed -n 2,10p "$0"; exit 2 ;;
 esac
