@@ -26,6 +26,7 @@ import numpy as np
 
 from pdegrow import __version__
 from pdegrow.contract_metadata import describe_arrays
+from pdegrow.contract_schema import schema_problems
 from pdegrow.errors import DataContractError
 
 SCHEMA = "pdegrow-dataset"
@@ -118,7 +119,8 @@ def mark_complete(f: h5py.File) -> None:
 def open_dataset(path: str | os.PathLike, problem: str | None = None) -> h5py.File:
     """Open a complete pdegrow data set read-only, or raise :class:`DataContractError`.
 
-    ``problem`` (e.g. ``"heat"``) additionally checks the file's problem.
+    ``problem`` (e.g. ``"heat"``) additionally checks the file's problem. The file's arrays and
+    attributes are checked against its problem's schema (:mod:`pdegrow.contract_schema`).
     """
     path = Path(path)
     if not path.exists():
@@ -143,6 +145,10 @@ def open_dataset(path: str | os.PathLike, problem: str | None = None) -> h5py.Fi
         if problem is not None and f.attrs["problem"] != problem:
             raise DataContractError(
                 f"{path}: holds the {f.attrs['problem']!r} problem, expected {problem!r}")
+        broken = schema_problems(f)
+        if broken:
+            raise DataContractError(f"{path}: not a valid {f.attrs.get('problem', '?')!s} data set "
+                                    f"(datasets/README.md): {'; '.join(broken)}")
     except BaseException:
         f.close()
         raise
