@@ -12,6 +12,7 @@ fast. The Python API is loaded on first use of one of its names (reference: ``do
 * :func:`load_dataset` — a data set as a ``torch.utils.data.Dataset`` (and its splits);
 * :func:`generate` — a data set from a FEniCSx forward solver (as ``pdegrow generate``);
 * :func:`train` — train and grow a network (as ``pdegrow train``), nested-dict overrides;
+* :func:`compute_reference` — the Bayesian reference (MAP, Laplace, MCMC) of a data set's samples;
 * :func:`load_run` — a trained run: ``.predict(obs)``, ``.evaluate(data)``, ``.report()``, ``.export()``;
 * :func:`load_model` — a ``model.pt`` alone (:class:`~pdegrow.inference.PortableModel`);
 * :class:`PdegrowError` — every error that is the user's to fix (one line, as the CLI prints it).
@@ -29,6 +30,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "load_dataset": "pdegrow.api", "generate": "pdegrow.api", "train": "pdegrow.api",
     "load_run": "pdegrow.api", "Run": "pdegrow.api", "PdegrowDataset": "pdegrow.api",
+    "compute_reference": "pdegrow.api",
     "load_model": "pdegrow.inference", "PortableModel": "pdegrow.inference",
     "Prediction": "pdegrow.predictions",
 }

@@ -207,6 +207,26 @@ def generate(problem: str, preset: str = "default", *, out: str | os.PathLike, n
     return Path(out)
 
 
+# ------------------------------------------------------------------ Bayesian references
+
+
+def compute_reference(data: str | os.PathLike, method: str = "map", samples: Any = "test", *,
+              out: str | os.PathLike | None = None, overwrite: bool = False, **options: Any) -> Path:
+    """The Bayesian reference of a data set (as ``pdegrow reference``): ``method`` ``map``, ``laplace`` or
+    ``mcmc`` on ``samples`` (``"test"`` — the trainer's default test split —, ``"all"``, ``"A:B"``, or
+    indices), written to ``out`` (default ``DATA_STEM.reference-METHOD.h5`` beside the data, where
+    ``evaluate`` and ``Run.predict`` find it). ``options`` go to the method (e.g. ``seed``, ``starts``).
+    Returns the path of the file."""
+    from pdegrow.reference.dispatch import run_reference
+    from pdegrow.reference.results import default_reference_path, write_reference
+
+    path = Path(out) if out is not None else default_reference_path(data, method)
+    if path.exists() and not overwrite:
+        raise PdegrowError(f"{path} exists; pass overwrite=True to replace it")
+    write_reference(path, run_reference(data, method, samples, **options))
+    return path
+
+
 # ------------------------------------------------------------------ training
 
 
@@ -250,13 +270,18 @@ def _config_values(config: Any) -> tuple[dict[str, Any], str]:
 
 
 def train(config: Any = None, data: str | os.PathLike | None = None, out: str | os.PathLike | None = None, *,
-          resume: bool = False, overwrite: bool = False, progress: bool = False, **overrides: Any) -> Run:
+          resume: bool = False, overwrite: bool = False, progress: bool = False,
+          overrides: dict[str, dict[str, Any]] | None = None, **sections: Any) -> Run:
     """Train (and grow) a network as ``pdegrow train`` does; returns the finished :class:`Run`.
 
-    ``config``: a TOML/JSON path, a dict of sections or an ``ExperimentConfig``; ``overrides``:
-    sections as dicts merged into it, e.g. ``optim={"lr": 3e-3}, growth={"strategy": "layerwise",
-    "max_layers": 3}``. With ``resume=True`` only ``out`` is needed (the run's own config and data).
+    ``config``: a TOML/JSON path, a dict of sections or an ``ExperimentConfig``; ``data``: the data file;
+    ``out``: the run directory. Sections given as keyword dicts are merged into the config, e.g.
+    ``optim={"lr": 3e-3}, growth={"strategy": "layerwise", "max_layers": 3}``; ``overrides`` takes the
+    same as one nested dict — the way to change ``[data]`` keys, since ``data=`` is the file:
+    ``overrides={"data": {"n_train": 200}}``. With ``resume=True`` only ``out`` is needed (the run's
+    own config and data).
     """
+    overrides = {**(overrides or {}), **sections}
     from pdegrow.training.config import build_config
     from pdegrow.training.runlog import read_run
     from pdegrow.training.trainer import train as run_training
@@ -389,4 +414,4 @@ def load_run(path: str | os.PathLike) -> Run:
     return Run(path)
 
 
-__all__ = ["PdegrowDataset", "Run", "generate", "load_dataset", "load_run", "train"]
+__all__ = ["PdegrowDataset", "Run", "generate", "load_dataset", "compute_reference", "load_run", "train"]

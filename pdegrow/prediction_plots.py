@@ -23,8 +23,11 @@ def _draw(ax: Any, values: np.ndarray, geometry: dict[str, np.ndarray], label: s
     elif values.ndim == 2:
         extent = (0.0, 1.0, 0.0, 1.0)
         if "grid_x" in geometry:
-            gx, gy = geometry["grid_x"], geometry["grid_y"]
-            extent = (float(gx.min()), float(gx.max()), float(gy.min()), float(gy.max()))
+            gx, gy = geometry["grid_x"], geometry["grid_y"]   # pixel centres: the extent is half a cell wider
+            hx, hy = (gx.max() - gx.min()) / max(values.shape[1] - 1, 1), (gy.max() - gy.min()) / max(
+                values.shape[0] - 1, 1)
+            extent = (float(gx.min() - hx / 2), float(gx.max() + hx / 2), float(gy.min() - hy / 2),
+                      float(gy.max() + hy / 2))
         art = ax.imshow(values, origin="lower", extent=extent, cmap=cmap, norm=norm)
     else:
         art = ax.plot(values.ravel(), ".")[0]
