@@ -71,8 +71,11 @@ def test_same_recipe_other_seed_and_size_share_the_fingerprint(heat_paper_file, 
 
 
 def test_run_stores_its_setting(trained, heat_paper_file):
+    from pdegrow import tensorfile
     from pdegrow.inference import load_model
 
+    tree, _ = tensorfile.load(trained / "model.pt")     # in the model file itself, not recomputed
+    assert tree["setting"]["hash"] == fingerprint_of_path(str(heat_paper_file))["hash"]
     model = load_model(trained)
     assert model.setting is not None
     assert model.setting["hash"] == fingerprint_of_path(str(heat_paper_file))["hash"]

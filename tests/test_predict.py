@@ -107,3 +107,41 @@ def test_predict_refuses_another_setting(trained, tmp_path, capsys):
     err = one_line_error(capsys)
     assert "another forward setting" in err and "the sensors (sensor_seed 2, the run's 0" in err
     assert not out.exists() and not Path(str(out) + ".tmp").exists()
+
+
+def test_model_file_is_portable_and_old_files_still_load(trained, heat_paper_file, tmp_path, capsys):
+    """model.pt holds the setting, decoder and geometry: a copy alone predicts the same fields. A file
+    written before they existed is completed from the run's data file, and refused in one line when
+    that file is gone."""
+    import shutil
+
+    from pdegrow import tensorfile
+    from pdegrow.inference import load_model
+    from pdegrow.training.runfiles import save_run_file
+
+    tree, meta = tensorfile.load(trained / "model.pt")
+    assert meta["kind"] == "model" and tree["format"] == 2
+    assert tree["setting"]["parts"]["sensors"]["values"]["n_sensors"] == 10
+    assert tree["fields"]["decoder"] == "kl" and tuple(tree["fields"]["kl"]["kl_basis"].shape) == (100, 12)
+    alone = tmp_path / "elsewhere" / "model.pt"
+    alone.parent.mkdir()
+    shutil.copy(trained / "model.pt", alone)
+    x = _trainer_predictions(trained, heat_paper_file)[0][:5]
+    a, b = load_model(alone), load_model(trained)
+    np.testing.assert_array_equal(a.fields(a.predict(x))["log_conductivity"],
+                                  b.fields(b.predict(x))["log_conductivity"])
+    assert a.geometry["cells"].shape == (162, 3)   # 9×9 squares, two triangles each
+    # an old model file: no setting, no fields
+    old = tmp_path / "old"
+    shutil.copytree(trained, old)
+    save_run_file(old / "model.pt", "model", {k: v for k, v in tree.items()
+                                              if k not in ("setting", "fields", "format")})
+    c = load_model(old)
+    assert c.setting["hash"] == b.setting["hash"]
+    np.testing.assert_array_equal(c.predict(x), b.predict(x))
+    info = json.loads((old / "run.json").read_text())
+    info["data"] = str(tmp_path / "gone.h5")
+    info.pop("data_relative", None)
+    (old / "run.json").write_text(json.dumps(info))
+    assert main(["predict", str(old), "--obs", str(tmp_path / "x.npy")]) == 2
+    assert "predates portable model files" in one_line_error(capsys)

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from pdegrow.data.bundle import DataBundle, prepare_data
-from pdegrow.data.loaders import Batch, MemorySplit, Split, iterate
+from pdegrow.data.loaders import Batch, LazySplit, MemorySplit, Split, epoch_batches, iterate
 from pdegrow.errors import PdegrowError
 from pdegrow.growth.base import (
     GrowthContext,
@@ -47,6 +47,7 @@ from pdegrow.models.resnet import GrowableResNet
 from pdegrow.regularizers.kit import RegularizerKit
 from pdegrow.regularizers.terms import Forward
 from pdegrow.training import problems
+from pdegrow.training.collective import Collective
 from pdegrow.training.config import ExperimentConfig, build_config
 from pdegrow.training.rundir import RunDirectory
 from pdegrow.training.runfiles import load_run_file, save_run_file
@@ -108,8 +109,10 @@ class Trainer:
     """Train ``cfg``'s network on ``data_path`` into ``run_dir`` under ``cfg``'s growth strategy."""
 
     def __init__(self, cfg: ExperimentConfig, data_path: str | Path, run_dir: str | Path, *,
-                 resume: bool = False, overwrite: bool = False, progress: bool | None = None):
+                 resume: bool = False, overwrite: bool = False, progress: bool | None = None,
+                 collective: Collective | None = None):
         self.cfg, self.data_path, self.run_dir = cfg, str(data_path), Path(run_dir)
+        self.collective = collective if collective is not None else Collective()
         self.progress = cfg.run.progress if progress is None else progress
         self.rundir = RunDirectory(self.run_dir)
         self.rundir.open(resume, overwrite)  # checks and locks; nothing is written before validation
@@ -148,7 +151,8 @@ class Trainer:
         self.finished = False
         self._last_checkpoint = time.monotonic()
         self.ctx = GrowthContext(self.model, self.state, self.device, self._fixed_batches, self._batch_loss,
-                                 self.train_loss, self.strategy_gen, self.data, self.events, self.kit)
+                                 self.train_loss, self.strategy_gen, self.data, self.events, self.kit,
+                                 self.collective, self._shard_batches)
         if ckpt:
             try:
                 self._restore(ckpt)
@@ -206,10 +210,6 @@ class Trainer:
         save_run_file(self.run_dir / "checkpoint.pt", "checkpoint", ckpt)
         self._last_checkpoint = time.monotonic()
 
-    def _agree(self, flag: bool) -> bool:
-        """One decision for every process (the serial trainer: ``flag`` itself)."""
-        return flag
-
     def _checkpoint_due(self, grew: bool) -> bool:
         """At the end, after a growth event, every ``checkpoint_every`` epochs, or when
         ``checkpoint_seconds`` have passed since the last checkpoint (a clock, so the decision
@@ -221,7 +221,7 @@ class Trainer:
             return True
         waited = time.monotonic() - self._last_checkpoint
         late = run.checkpoint_seconds > 0 and waited >= run.checkpoint_seconds
-        return self._agree(late)
+        return self.collective.decide(late)  # rank 0's clock
 
     def _load_checkpoint(self) -> dict[str, Any]:
         return load_run_file(self.run_dir / "checkpoint.pt", "checkpoint")
@@ -255,6 +255,28 @@ class Trainer:
 
     def _fixed_batches(self) -> Iterator[Batch]:
         return iterate(self.data.train, self.cfg.optim.batch_size, None, keep_groups=False)
+
+    def _shard_batches(self) -> Iterator[Batch]:
+        """This process's share of :meth:`_fixed_batches` (all of them when serial): statistics
+        summed over it and all-reduced (``ctx.collective``) are the full-data sums."""
+        c = self.collective
+        for idx in epoch_batches(len(self.data.train), self.cfg.optim.batch_size, None):
+            mine = c.shard(idx)
+            if len(mine):
+                yield self.data.train.get(mine)
+
+    def _net(self) -> torch.nn.Module:
+        """The module a training step calls (the model; a data-parallel wrapper of it when distributed)."""
+        return self.model
+
+    def _groups(self, split: Split) -> torch.Tensor | None:
+        """The noisy-copy group of every training item when groups stay in one batch, else None."""
+        if not self.keep_groups:
+            return None
+        if isinstance(split, MemorySplit):
+            return split.groups.cpu()
+        assert isinstance(split, LazySplit)
+        return torch.arange(len(split)) % len(split.file_indices)
 
     def _forward(self, batch: Batch) -> Forward:
         pred, states = self.model(batch.inputs, return_states=True)
@@ -306,39 +328,74 @@ class Trainer:
         return sums, n
 
     def evaluate_split(self, split: Split) -> dict[str, float]:
-        """Mean data loss and mean per-sample metrics over ``split``."""
-        sums, n = self.split_sums(iterate(split, max(self.cfg.optim.batch_size, 256)))
-        return problems.metric_means(sums, n)
+        """Mean data loss and mean per-sample metrics over ``split``, each process evaluating a strided
+        share; the sums are added in rank order, so every process gets the same numbers."""
+        c = self.collective
+        mine = torch.arange(len(split))[c.rank::c.world]
+        sums, n = self.split_sums(split.get(idx) for idx in mine.split(max(self.cfg.optim.batch_size, 256)))
+        total: dict[str, float] = {}
+        count = 0
+        for part, m in c.gather((sums, n)):
+            count += m
+            for k, v in part.items():
+                total[k] = total.get(k, 0.0) + v
+        return problems.metric_means(total, count)
 
     # ------------------------------------------------------------------ training
 
     def _train_epoch(self) -> dict[str, float]:
+        """One epoch: every process draws the same shuffled global batches and steps on its share
+        (:meth:`Collective.shard`); the sums of the logged losses are all-reduced."""
         self.model.train()
-        totals: dict[str, float] = {"train_loss": 0.0, "train_data_loss": 0.0}
-        n = 0
-        for batch in iterate(self.data.train, self.cfg.optim.batch_size, self.shuffle, self.keep_groups):
-            self.optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                fwd = self._forward(batch)
-                loss = self._objective(fwd.prediction, batch)
+        split = self.data.train
+        groups = self._groups(split)
+        logged = [*self.terms, *([self.posterior] if self.posterior is not None else [])]
+        keys = ["train_loss", "train_data_loss", *(f"term_{t.name}" for t in logged)]
+        sums = [0.0] * len(keys)
+        n_local = 0
+        for idx in epoch_batches(len(split), self.cfg.optim.batch_size, self.shuffle, groups):
+            mine = self.collective.shard(idx, groups)
+            n = len(mine)
+            batch = split.get(mine if n else idx[:1])  # an empty share steps on one sample, weight 0
+            total, loss = self._step(batch, n * self.collective.world / len(idx))
+            if n:
+                sums[0] += float(total) * n
+                sums[1] += float(loss) * n
+                for k, term in enumerate(logged, start=2):
+                    sums[k] += term.last_value * n
+                n_local += n
+        values = self.collective.all_reduce([*sums, float(n_local)])
+        if self.scheduler is not None:
+            self.scheduler.step()
+        n_total = max(values[-1], 1.0)
+        return {k: v / n_total for k, v in zip(keys, values[:-1], strict=True)}
+
+    def _step(self, batch: Batch, weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimisation step: the objective and regularizers of ``batch``, the gradient of
+        ``weight`` × that (a process's share n_r of a global batch B weighs n_r·W/B, so averaging the
+        gradients over the W processes gives the gradient of the global batch's mean; weight 0: a
+        process with no share, which still joins the gradient reduction). A non-finite loss on any
+        process stops every one. Returns the total and the data loss (detached)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            pred, states = self._net()(batch.inputs, return_states=True)
+            if weight == 0.0:
+                total = loss = pred.sum() * 0.0
+            else:
+                fwd = Forward(self.model, pred, states, self.data.to_physical_target,
+                              self.data.to_physical_input)
+                loss = self._objective(pred, batch)
                 total = loss
                 for term in self.terms:
                     total = total + term(batch, fwd)
-            if not torch.isfinite(total):
-                raise PdegrowError(f"the training loss became {float(total.detach())} at epoch "
-                                   f"{self.state.epoch + 1} (lower optim.lr or the regularizer weights)")
-            total.backward()
-            self.optimizer.step()
-            b = len(batch)
-            totals["train_loss"] += float(total.detach()) * b
-            totals["train_data_loss"] += float(loss.detach()) * b
-            for term in [*self.terms, *([self.posterior] if self.posterior is not None else [])]:
-                key = f"term_{term.name}"
-                totals[key] = totals.get(key, 0.0) + term.last_value * b
-            n += b
-        if self.scheduler is not None:
-            self.scheduler.step()
-        return {k: v / max(n, 1) for k, v in totals.items()}
+        finite = bool(torch.isfinite(total))
+        if not self.collective.all_true(finite):
+            value = float(total.detach()) if not finite else "non-finite on another rank"
+            raise PdegrowError(f"the training loss became {value} at epoch {self.state.epoch + 1} "
+                               "(lower optim.lr or the regularizer weights)")
+        (total if weight == 1.0 else total * weight).backward()
+        self.optimizer.step()
+        return total.detach(), loss.detach()
 
     def _snapshot(self) -> None:
         if self.cfg.train.restore_best:
@@ -366,11 +423,17 @@ class Trainer:
     def _grow(self) -> bool:
         """Ask the strategy for a proposal and carry it out; False when training should stop."""
         proposal = self.strategy.propose(self.ctx)
+        where = None if proposal is None else json.dumps(proposal.where(), sort_keys=True, default=str)
+        wheres = self.collective.gather(where)
+        if any(w != wheres[0] for w in wheres):
+            raise PdegrowError(f"ranks disagree on the growth proposal: rank 0 {wheres[0]}, "
+                               f"others {sorted({str(w) for w in wheres[1:]})}")
         if proposal is None:
             return False
         before = self.train_loss()
         n_before = self.model.n_parameters()
         self.strategy.apply(self.ctx, proposal)
+        self.collective.broadcast_([*self.model.parameters(), *self.model.buffers()])  # rank 0's new values
         if self.cfg.optim.reset_on_growth:
             self.optimizer.state.clear()
         sync_optimizer(self.optimizer, self.model)
@@ -428,7 +491,7 @@ class Trainer:
                 if self.state.epoch >= cfg.train.max_epochs:
                     self._end_phase()
                     self.finished = True
-                elif self.strategy.when(self.ctx):
+                elif self.collective.decide(self.strategy.when(self.ctx)):  # all ask, rank 0 decides
                     self._end_phase()
                     grew = self._grow()
                     self.finished = not grew
@@ -462,11 +525,15 @@ class Trainer:
 
 
 def save_model(path: Path, model: GrowableResNet, data: DataBundle, cfg: ExperimentConfig) -> None:
-    """The trained model with what is needed to use it: spec, weights, normalisers, data names."""
+    """The trained model with what is needed to use it: spec, weights, normalisers, data names, and the
+    forward setting, field decoder and geometry of the data (:func:`pdegrow.inference.model_extras`)."""
+    from pdegrow.inference import model_extras
+
     save_run_file(path, "model", {"spec": model.spec(), "state": dict(model.state_dict()),
                                   "input_norm": data.input_norm.state_dict(),
                                   "target_norm": data.target_norm.state_dict(),
-                                  "config": cfg.to_dict(), "dtype": str(next(model.parameters()).dtype)})
+                                  "config": cfg.to_dict(), "dtype": str(next(model.parameters()).dtype),
+                                  **model_extras(data.path, cfg.data)})
 
 
 def load_run_config(run_dir: str | Path) -> ExperimentConfig:
