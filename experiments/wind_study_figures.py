@@ -69,6 +69,12 @@ def main() -> None:
     geom = data["geometry"]
     gx, gy, gz = geom["grid_x"], geom["grid_y"], geom["grid_z"]
     row = args.row if args.row is not None else len(gy) // 2
+    every = layer_predictions(run, data["inputs"])                 # all test samples: mean error per stage
+    n = len(data["targets"])
+    true_flat = data["targets"].reshape(n, -1)
+    for label, pred in every:
+        err = np.linalg.norm(pred.reshape(n, -1) - true_flat, axis=1) / np.linalg.norm(true_flat, axis=1)
+        print(f"{label:>10}: mean test rel. L² error {err.mean():.4f} ({n} samples)")
     stages = [(label, pred[0].reshape(truth.shape)) for label, pred in layer_predictions(run, x_in)]
     stages.append(("truth", truth))
     vmax = float(np.linalg.norm(truth, axis=0).max())
