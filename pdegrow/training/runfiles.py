@@ -13,6 +13,11 @@ code.
     target_norm  the same for the targets; predictions are target_norm.inverse(model(input_norm(x)))
     config       the training config (all sections)
     dtype        "torch.float32" or "torch.float64"
+    format       2 (files without the three keys below are format 1 and still load)
+    setting      the forward-setting fingerprint of the training data (pdegrow.fingerprint)
+    fields       input/target names and shapes, the field decoder (heat KL: prior mean, basis,
+                 eigenvalues) and the geometry: what ``pdegrow predict`` needs without the data file
+                 (pdegrow.inference, which loads the model without the training-config machinery)
 
 ``checkpoint.pt`` (exact resume): epoch, model spec + weights, optimizer, scheduler and strategy
 state, training state, growth events, the best-weights snapshot, the number of metric rows, and
