@@ -17,13 +17,16 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from pdegrow.errors import PdegrowError
+
+if TYPE_CHECKING:
+    from pdegrow.predictions import Prediction
 
 #: default (input, target) arrays of each problem, the first of each list that the file holds
 DEFAULT_ARRAYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -372,7 +375,7 @@ class Run:
         return self._model
 
     def predict(self, obs: Any, *, allow_different: tuple[str, ...] | list[str] = (),
-                reference: bool = True) -> Any:
+                reference: bool = True) -> Prediction:
         """Recovered fields for ``obs`` — an array (n, *input_shape) or one sample, a ``.npy``/``.csv`` path
         or a pdegrow data set of the run's setting — as a :class:`~pdegrow.predictions.Prediction`
         (``.fields``, ``.prediction``, ``.geometry``, ``.errors()``, ``.plot(i)``, ``.save(path)``)."""

@@ -47,7 +47,16 @@ TRUTH = {"log_conductivity": "targets/log_conductivity", "vorticity_0": "targets
 
 @dataclass
 class Prediction:
-    """Predictions of one model on some observations (see the module docstring for the fields)."""
+    """Predictions of one model on n observations.
+
+    ``fields``: name → (n, …) recovered fields (heat ``log_conductivity`` and ``conductivity`` at the
+    mesh nodes, Navier–Stokes ``vorticity_0`` images); ``prediction``: the network's output in
+    physical units (e.g. KL coefficients); ``inputs``: the observations used; ``geometry``: ``nodes``,
+    ``cells``, ``sensors`` (heat) or ``grid_x``, ``grid_y`` (NS). From a data set also
+    ``sample_indices``, ``truth`` (its true fields) and ``reference`` (``method``, ``file``,
+    ``sample_indices``, ``estimates``: posterior mean, MAP, posterior std … of a Bayesian reference
+    beside it). ``save(path)`` writes them all as plain HDF5 (the layout of the module docstring).
+    """
 
     problem: str
     inputs: np.ndarray
