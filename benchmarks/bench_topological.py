@@ -146,12 +146,15 @@ def proposal_vs_epoch(device: torch.device, samples: int, width: int, depth: int
     t_star = int(derivs.argmax())
     rows = rows_from_eigenpairs(results[t_star], fraction=0.5)
 
-    from pdegrow.growth.topological import InsertedDenseBlock
+    from pdegrow.models.blocks import PerceptronBlock
 
-    block = InsertedDenseBlock(width, weight=rows.weight, bias=rows.bias, device=device)
+    block = PerceptronBlock(width, activation="silu_tanh").to(device)
+    with torch.no_grad():
+        block.linear.weight.copy_(rows.weight)
+        block.linear.bias.copy_(rows.bias)
 
     def loss_at(eps: float) -> float:
-        block.eps.fill_(eps)
+        block.scale.fill_(eps)
         with torch.no_grad():
             return sum(float(F.mse_loss(net(a, (t_star, block))[1], b, reduction="sum")) for a, b in big) / (
                 y.numel()

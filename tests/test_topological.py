@@ -14,8 +14,6 @@ from pdegrow.growth.topological import (
     BlockOperator,
     ConvFeatureOperator,
     DenseFeatureOperator,
-    InsertedConvBlock,
-    InsertedDenseBlock,
     admissible_activation,
     augment,
     collect_depth_operators,
@@ -28,6 +26,8 @@ from pdegrow.growth.topological import (
     top_eigenpairs,
     topological_derivatives,
 )
+from pdegrow.growth.topological_insertion import fold_scale
+from pdegrow.models.blocks import ConvPerceptronBlock, PerceptronBlock
 
 DT = torch.float64
 
@@ -122,11 +122,19 @@ CASES = {
 }
 
 
+def admissible(n: int, weight: torch.Tensor, bias: torch.Tensor, eps: float, conv: bool = False) -> nn.Module:
+    """The production block σ(ε(W x + b)), σ = silu_tanh, ε its fixed ``scale`` (what strategies insert)."""
+    block = (ConvPerceptronBlock(n, 3, activation="silu_tanh", scale=eps) if conv
+             else PerceptronBlock(n, activation="silu_tanh", scale=eps)).to(DT)
+    layer = block.last_layer()
+    with torch.no_grad():
+        layer.weight.copy_(weight.reshape(layer.weight.shape))
+        layer.bias.copy_(bias)
+    return block
+
+
 def make_block(model, x_state, rows, eps):
-    if x_state.ndim == 2:
-        return InsertedDenseBlock(x_state.shape[1], weight=rows.weight, bias=rows.bias, eps=eps, dtype=DT)
-    c = x_state.shape[1]
-    return InsertedConvBlock(c, 3, weight=rows.weight.reshape(c, c, 3, 3), bias=rows.bias, eps=eps, dtype=DT)
+    return admissible(x_state.shape[1], rows.weight, rows.bias, eps, conv=x_state.ndim == 4)
 
 
 def test_admissible_activation_derivatives_at_zero():
@@ -291,21 +299,21 @@ def test_epsilon_zero_insertion_preserves_outputs_exactly():
     w = torch.randn(6, 6, dtype=DT)
     ref = model(y)[1]
     for t in range(4):
-        blk = InsertedDenseBlock(6, weight=w, bias=torch.ones(6, dtype=DT), eps=0.0, dtype=DT)
+        blk = admissible(6, w, torch.ones(6, dtype=DT), 0.0)
         out = model(y, (t, blk))[1]
         assert torch.equal(out, ref)
     cm = conv_model()
     u = torch.randn(2, 1, 5, 5, dtype=DT)
     ref = cm(u)[1]
     w4 = torch.randn(3, 3, 3, 3, dtype=DT)
-    blk = InsertedConvBlock(3, 3, weight=w4, bias=torch.ones(3, dtype=DT), dtype=DT)
+    blk = admissible(3, w4, torch.ones(3, dtype=DT), 0.0, conv=True)
     for t in range(3):
         assert torch.equal(cm(u, (t, blk))[1], ref)
     # ε ≠ 0 then changes the output, and folding ε keeps the function
-    blk.eps.fill_(0.3)
+    blk.scale.fill_(0.3)
     out = cm(u, (1, blk))[1]
     assert not torch.equal(out, ref)
-    blk.fold_epsilon()
+    fold_scale(blk)
     torch.testing.assert_close(cm(u, (1, blk))[1], out)
 
 

@@ -73,7 +73,8 @@ def test_every_insertion_keeps_the_function_exactly():
             blk.linear.weight.copy_(torch.randn(8, 8, generator=g, dtype=DT))
             blk.linear.bias.copy_(torch.randn(8, generator=g, dtype=DT))
         model.insert_block(t, blk)
-        for kind in ("vit_attention", "vit_mlp", "perceptron"):
+        model.insert_block(t, model.new_block("vit_attention", zero_init=True))  # takes no activation
+        for kind in ("vit_mlp", "perceptron"):
             model.insert_block(t, model.new_block(kind, zero_init=True, activation="gelu"))
     with torch.no_grad():
         assert torch.equal(model(y), before)

@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from pdegrow.comparison.config import CompareConfig, RunSpec, check_data_files, load_compare_config
+from pdegrow.comparison.results import RESULT_FILE, read_result
+from pdegrow.comparison.table import collect_results, write_tables
 from pdegrow.errors import PdegrowError
 from pdegrow.locks import LOCK_NAME, DirectoryLock
-
-RESULT_FILE = "result.json"
 
 
 class SerialComm:
@@ -86,16 +86,6 @@ def pick_device(setting: str, rank_on_node: int) -> str:
         raise PdegrowError("[compare] device = 'cuda' but no CUDA device is available")
     torch.cuda.set_device(rank_on_node % torch.cuda.device_count())
     return "cuda"
-
-
-def read_result(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / RESULT_FILE
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None
 
 
 def training_wall_time(run_dir: Path) -> float:
@@ -258,8 +248,6 @@ def _run_plan(plan: tuple[CompareConfig, list[int]], out: Path, comm: Any, figur
         for d, f in gathered:
             summary.done += d
             summary.failed.update(f)
-        from pdegrow.comparison.table import collect_results, write_tables
-
         results = collect_results(cfg, out)
         summary.outputs += write_tables(cfg, results, out)
         if figures:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pdegrow.comparison.config import CompareConfig
-from pdegrow.comparison.runner import read_result
+from pdegrow.comparison.results import read_result
 from pdegrow.training.runlog import atomic_write_text
 
 RUN_COLUMNS = ("dataset", "strategy", "seed", "error", "n_params", "depth", "growth_events", "epochs",

@@ -25,7 +25,8 @@ The trainer (:mod:`pdegrow.training.trainer`) calls, in order::
 ``ctx`` is a :class:`GrowthContext`. A strategy keeps its own progress in
 plain attributes and returns them from :meth:`state_dict` so a resumed run
 continues exactly. Strategies are looked up by name in :data:`STRATEGIES`
-(:func:`register_strategy`) and built from a config dict.
+(:func:`register_strategy`); the shipped ones are listed in :data:`BUILTIN_STRATEGIES` and
+imported on first use (:func:`strategy_class`), then built from a config dict.
 """
 
 from __future__ import annotations
@@ -132,6 +133,11 @@ class GrowthContext:
     strategy may draw from (checkpointed with the run); ``data`` the trainer's
     data bundle (normalisers, operators, input/target shapes); ``regularizers``
     a kit that makes manifold/sparsity terms with the configured weights.
+
+    With several processes, ``shard_batches()`` iterates over this process's share of the
+    same batches and ``collective`` (:class:`pdegrow.training.collective.Collective`) sums
+    over processes: a statistic that is a sum over samples (moments, A_r) is summed over the
+    share and all-reduced. Serial: the whole set, and sums are left as they are.
     """
 
     model: GrowableResNet
@@ -144,6 +150,15 @@ class GrowthContext:
     data: Any = None
     events: list[GrowthEvent] = field(default_factory=list)
     regularizers: Any = None    # a pdegrow.regularizers.kit.RegularizerKit
+    collective: Any = None      # a pdegrow.training.collective.Collective (None: serial)
+    shard_batches: Callable[[], Iterator[Any]] | None = None   # None: train_batches
+
+    def share(self) -> tuple[Iterator[Any], Callable[[list[torch.Tensor]], None]]:
+        """This process's batches and the in-place sum over processes of a list of tensors
+        (serial: every batch, and a sum that leaves the tensors as they are)."""
+        if self.collective is None or self.collective.world == 1 or self.shard_batches is None:
+            return self.train_batches(), lambda tensors: None
+        return self.shard_batches(), self.collective.all_reduce_tensors
 
 
 def apply_proposal(model: GrowableResNet, proposal: GrowthProposal) -> None:
@@ -209,15 +224,43 @@ def register_strategy[S: type[GrowthStrategy]](cls: S) -> S:
     return cls
 
 
-def _import_all_strategies() -> None:
-    """Import every module of :mod:`pdegrow.growth` (each registers its strategies)."""
-    import importlib
-    import pkgutil
+BUILTIN_STRATEGIES: dict[str, str] = {
+    "fixed": "pdegrow.growth.fixed",
+    "layerwise": "pdegrow.growth.layerwise",
+    "forward_thinking": "pdegrow.growth.forward_thinking",
+    "net2deeper": "pdegrow.growth.net2deeper",
+    "random_insertion": "pdegrow.growth.random_insertion",
+    "topological_insertion": "pdegrow.growth.topological_insertion",
+    "net2wider": "pdegrow.growth.net2wider",
+    "random_neurons": "pdegrow.growth.random_neurons",
+    "tiny": "pdegrow.growth.tiny",
+    "gradmax": "pdegrow.growth.gradmax",
+    "folding": "pdegrow.growth.folding",
+}
+"""The strategies pdegrow ships: name → the module that defines (and registers) it, imported on
+first use. Strategies of one's own register with :func:`register_strategy` before use."""
 
-    import pdegrow.growth
 
-    for info in pkgutil.iter_modules(pdegrow.growth.__path__):
-        importlib.import_module(f"pdegrow.growth.{info.name}")
+def strategy_class(name: str) -> type[GrowthStrategy]:
+    """The strategy class registered (or shipped, :data:`BUILTIN_STRATEGIES`) as ``name``."""
+    if name not in STRATEGIES and name in BUILTIN_STRATEGIES:
+        import importlib
+
+        importlib.import_module(BUILTIN_STRATEGIES[name])
+    if name not in STRATEGIES:
+        known = sorted(set(STRATEGIES) | set(BUILTIN_STRATEGIES))
+        raise PdegrowError(f"unknown growth strategy {name!r} (known: {', '.join(known)})")
+    return STRATEGIES[name]
+
+
+def load_builtin_strategies() -> dict[str, type[GrowthStrategy]]:
+    """Import every shipped strategy; returns the registry (name → class)."""
+    for name in BUILTIN_STRATEGIES:
+        strategy_class(name)
+    return dict(STRATEGIES)
+
+
+_import_all_strategies = load_builtin_strategies  # the former name
 
 
 def strategy_options(cls: type[GrowthStrategy]) -> type:
@@ -258,20 +301,9 @@ def build_strategy(name: str, options: dict[str, Any]) -> GrowthStrategy:
     values are :class:`PdegrowError` s of one line."""
     import math
 
-    import pdegrow.growth  # noqa: F401  (registers the built-in strategies)
     from pdegrow.config import build_dataclass
 
-    if name not in STRATEGIES:
-        import importlib
-
-        try:  # a strategy module named like the strategy (e.g. pdegrow/growth/topological.py)
-            importlib.import_module(f"pdegrow.growth.{name}")
-        except (ModuleNotFoundError, ValueError):
-            pass
-    if name not in STRATEGIES:
-        _import_all_strategies()
-        raise PdegrowError(f"unknown growth strategy {name!r} (known: {', '.join(sorted(STRATEGIES))})")
-    cls = STRATEGIES[name]
+    cls = strategy_class(name)
     option_cls = strategy_options(cls)
     valid = [f.name for f in dataclasses_fields(option_cls)]
     unknown = sorted(k for k in options if k not in valid)

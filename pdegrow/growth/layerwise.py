@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pdegrow.errors import PdegrowError
 from pdegrow.growth.base import (
     GrowthContext,
     GrowthProposal,
@@ -33,7 +34,7 @@ from pdegrow.growth.base import (
     apply_proposal,
     register_strategy,
 )
-from pdegrow.models.blocks import ConvCorrector, MLPCorrector
+from pdegrow.models.blocks import ConvCorrector, MLPCorrector, block_options
 
 
 def _saturated(bests: list[float], tol: float) -> bool:
@@ -56,6 +57,9 @@ class LayerwiseStrategy(GrowthStrategy):
                  srl_saturation_tol: float = 0.01):
         self.max_layers, self.saturation_tol = int(max_layers), float(saturation_tol)
         self.block, self.activation, self.hidden = block, activation, list(hidden or [])
+        if self.hidden and "hidden" not in block_options(block):
+            raise PdegrowError(f"[growth] hidden = {self.hidden}: block {block!r} has no hidden layers "
+                               "(use block = 'mlp' or 'conv', or leave hidden out)")
         self.train_head = bool(train_head)
         self.srl_steps, self.srl_hidden = int(srl_steps), list(srl_hidden or [32, 32])
         self.srl_activation, self.srl_saturation_tol = srl_activation, float(srl_saturation_tol)

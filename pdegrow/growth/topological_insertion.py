@@ -295,7 +295,6 @@ class TopologicalInsertion(GrowthStrategy):
         self.fold, self.freeze_old = bool(fold), bool(freeze_old)
         self.inserted = 0
         self.history: list[dict[str, Any]] = []  # derivative per depth at every evaluation
-        self._last_check_epoch = -1
         self._cache: DerivativePass | None = None
 
     # ------------------------------------------------------------------ when
@@ -425,8 +424,3 @@ class TopologicalInsertion(GrowthStrategy):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.inserted = int(state.get("inserted", 0))
         self.history = list(state.get("history", []))
-
-
-def derivative_history(strategy: TopologicalInsertion) -> Sequence[dict[str, Any]]:
-    """The derivative per depth at every evaluation (for reports)."""
-    return strategy.history

@@ -47,8 +47,3 @@ def make_activation(name: str) -> nn.Module:
     except KeyError:
         raise PdegrowError(
             f"unknown activation {name!r} (known: {', '.join(ACTIVATION_NAMES)})") from None
-
-
-def activation_at_zero(name: str) -> float:
-    """σ(0) of a named activation (0 for all but sigmoid)."""
-    return float(make_activation(name)(torch.zeros(())))

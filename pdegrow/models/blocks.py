@@ -43,6 +43,16 @@ def register_block[M: type[nn.Module]](cls: M) -> M:
     return cls
 
 
+def block_options(kind: str) -> frozenset[str]:
+    """The keyword arguments the block of registered ``kind`` takes (its constructor's)."""
+    import inspect
+
+    cls = BLOCK_REGISTRY.get(kind)
+    if cls is None:
+        raise PdegrowError(f"unknown block kind {kind!r} (known: {', '.join(sorted(BLOCK_REGISTRY))})")
+    return frozenset(p for p in inspect.signature(cls.__init__).parameters if p != "self")
+
+
 def build_module(spec: dict[str, Any]) -> nn.Module:
     """Instantiate a registered module from its :meth:`SpecModule.spec` (weights not included)."""
     spec = dict(spec)

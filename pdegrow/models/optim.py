@@ -20,7 +20,7 @@ from torch import nn
 
 from pdegrow.errors import PdegrowError
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "lbfgs")
+OPTIMIZERS = ("adam", "adamw", "sgd")
 
 
 def make_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float = 0.0,
@@ -33,8 +33,6 @@ def make_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float =
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas)
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, momentum=momentum)
-    if name == "lbfgs":
-        return torch.optim.LBFGS(params, lr=lr)
     raise PdegrowError(f"unknown optimizer {name!r} (known: {', '.join(OPTIMIZERS)})")
 
 

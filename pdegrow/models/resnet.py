@@ -45,6 +45,15 @@ from pdegrow.models.blocks import (
 PARTS = ("lift", "blocks", "head", "correctors")
 
 
+
+def _taken(kind: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` that the block ``kind`` takes: the shared model options (e.g. ``hidden``, which
+    only the ``mlp``/``conv`` kinds have) apply to the blocks that have them."""
+    from pdegrow.models.blocks import block_options
+
+    accepted = block_options(kind)
+    return {k: v for k, v in options.items() if k in accepted}
+
 class GrowableResNet(nn.Module):
     """x₀ = lift(y), x_{t+1} = x_t + g_{t+1}(x_t), output = head(x_L) + Σ_j Q_j(y)."""
 
@@ -64,6 +73,7 @@ class GrowableResNet(nn.Module):
             **block_kwargs: Any) -> GrowableResNet:
         """A vector network: LinearLift → ``depth`` blocks of ``block`` kind → LinearHead."""
         model = cls(LinearLift(in_features, width, activation), LinearHead(width, list(out_shape)))
+        block_kwargs = _taken(block, block_kwargs)
         for _ in range(depth):
             model.insert_block(model.depth, model.new_block(block, zero_init=zero_init,
                                                             activation=activation, **block_kwargs))
@@ -76,6 +86,7 @@ class GrowableResNet(nn.Module):
         """A field network on (B, C, H, W): ConvLift → ``depth`` conv blocks → 1×1 ConvHead."""
         model = cls(ConvLift(in_channels, width, kernel_size, activation, padding_mode),
                     ConvHead(width, out_channels, 1, padding_mode))
+        block_kwargs = _taken(block, block_kwargs)
         for _ in range(depth):
             model.insert_block(model.depth, model.new_block(
                 block, zero_init=zero_init, activation=activation, kernel_size=kernel_size,
@@ -169,23 +180,24 @@ class GrowableResNet(nn.Module):
 
     def new_block(self, kind: str = "perceptron", zero_init: bool = True, **kwargs: Any) -> nn.Module:
         """A block of registered ``kind`` sized for the stream (``width``/``channels`` filled in),
-        on the model's device and dtype; ``zero_init`` makes it output 0 (exact identity step)."""
-        from pdegrow.models.blocks import BLOCK_REGISTRY
+        on the model's device and dtype; ``zero_init`` makes it output 0 (exact identity step).
+        A keyword the block does not take is an error (:func:`~pdegrow.models.blocks.block_options`)."""
+        from pdegrow.errors import PdegrowError
+        from pdegrow.models.blocks import BLOCK_REGISTRY, block_options
 
-        cls = BLOCK_REGISTRY.get(kind)
-        if cls is None:
-            from pdegrow.errors import PdegrowError
-
-            raise PdegrowError(f"unknown block kind {kind!r} (known: {', '.join(sorted(BLOCK_REGISTRY))})")
-        key = "channels" if "conv" in kind else "width"
-        kwargs.setdefault(key, self.stream_width)
-        if "conv" in kind:  # follow the lift's padding and kernel unless told otherwise
-            kwargs.setdefault("padding_mode", getattr(self.lift, "padding_mode", "zeros"))
-            kwargs.setdefault("kernel_size", getattr(self.lift, "kernel_size", 3))
-        import inspect
-
-        accepted = inspect.signature(cls.__init__).parameters
-        block = cls(**{k: v for k, v in kwargs.items() if k in accepted})
+        accepted = block_options(kind)
+        unknown = sorted(set(kwargs) - accepted)
+        if unknown:
+            raise PdegrowError(f"block kind {kind!r} takes no option(s) {', '.join(unknown)} "
+                               f"(it takes: {', '.join(sorted(accepted))})")
+        defaults = {"channels" if "conv" in kind else "width": self.stream_width,
+                    # conv blocks follow the lift's padding and kernel unless told otherwise
+                    "padding_mode": getattr(self.lift, "padding_mode", "zeros"),
+                    "kernel_size": getattr(self.lift, "kernel_size", 3)}
+        for key, value in defaults.items():
+            if key in accepted and ("conv" in kind or key in ("width", "channels")):
+                kwargs.setdefault(key, value)
+        block = BLOCK_REGISTRY[kind](**kwargs)
         if zero_init:
             block.zero_init()
         return self._to_model(block)

@@ -1,0 +1,269 @@
+"""The operators of the topological derivative: A_r = σ″(0) Σ_s λ_{s,r} x̃_s x̃_sᵀ, dense or matrix-free.
+
+For the insertion of σ(ε(W x + b)) at depth t (``pdegrow.growth.topological``, ``docs/growth.md``)
+every output unit r has the (n+1)×(n+1) block A_r; :class:`BlockOperator` stores the blocks,
+:class:`DenseFeatureOperator` and :class:`ConvFeatureOperator` apply them without forming them
+(A_r v = X̃ᵀ(λ_r ⊙ X̃ v): O(S·n) memory; for convolutions x̃ are the k×k patches, summed over
+positions too). :func:`top_eigenpairs` finds the largest eigenvalue of every block (dense or
+batched Lanczos, :func:`choose_method`). Pure functions and small classes on tensors.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from pdegrow.growth.eigensolvers import TopEigenpairs, dense_top_eigenpairs, lanczos_top_eigenpairs
+
+#: σ″(0) of the admissible activation σ = 2·SiLU − tanh.
+SIGMA_SECOND_DERIVATIVE = 1.0
+
+__all__ = ["SIGMA_SECOND_DERIVATIVE", "BlockOperator", "ConvFeatureOperator", "DenseFeatureOperator",
+           "DepthOperator", "augment", "choose_method", "conv_patches", "form_blocks", "top_eigenpairs"]
+
+# --------------------------------------------------------------------------- features and blocks
+
+
+def augment(x: Tensor) -> Tensor:
+    """x̃ = [x; 1] along the last axis: (P, n) → (P, n + 1)."""
+    return torch.cat([x, torch.ones_like(x[..., :1])], dim=-1)
+
+
+def _pad(x: Tensor, p: int, padding_mode: str) -> Tensor:
+    """Pad (S, C, H, W) by p on each side the way nn.Conv2d(padding_mode=…) does."""
+    if p == 0:
+        return x
+    if padding_mode == "zeros":
+        return F.pad(x, (p, p, p, p))
+    if padding_mode in ("circular", "reflect", "replicate"):
+        return F.pad(x, (p, p, p, p), mode=padding_mode)
+    raise ValueError(f"unknown padding_mode {padding_mode!r}")
+
+
+def _unfold_rows(xp: Tensor, kernel_size: int) -> Tensor:
+    """Patches of an already padded (S, C, H+2p, W+2p) as rows (S·H·W, C·k²)."""
+    s, c = xp.shape[:2]
+    p = F.unfold(xp, kernel_size)  # (S, C·k², H·W)
+    return p.transpose(1, 2).reshape(-1, c * kernel_size * kernel_size)
+
+
+def conv_patches(x: Tensor, kernel_size: int, padding_mode: str = "zeros") -> Tensor:
+    """Unfolded 'same'-padded patches of x (S, C, H, W) as rows (S·H·W, C·k²), sample-major.
+
+    The column order (c, i, j) is that of ``conv.weight.view(C_out, -1)``.
+    """
+    return _unfold_rows(_pad(x, kernel_size // 2, padding_mode), kernel_size)
+
+
+def form_blocks(
+    x_aug: Tensor, lam: Tensor, *, sigma2: float = SIGMA_SECOND_DERIVATIVE, chunk_elems: int = 1 << 24
+) -> Tensor:
+    """A_r = σ″(0) Σ_p λ_{p,r} x̃_p x̃_pᵀ for all r: (P, d), (P, n) → (n, d, d).
+
+    One GEMM per chunk of rows: with W_p = λ_p ⊗ x̃_p (n·d entries),
+    A.view(n·d, d) += Wᵀ X̃; the temporary W stays below ``chunk_elems``
+    entries.  Cost 2·P·n·d² flops, memory n·d² (+ the chunk).
+    """
+    p, d = x_aug.shape
+    n = lam.shape[1]
+    a = torch.zeros(n * d, d, dtype=x_aug.dtype, device=x_aug.device)
+    rows = max(1, chunk_elems // max(1, n * d))
+    for s in range(0, p, rows):
+        xs = x_aug[s : s + rows]
+        w = (lam[s : s + rows, :, None] * xs[:, None, :]).reshape(xs.shape[0], n * d)
+        a.addmm_(w.T, xs)
+    a = a.view(n, d, d)
+    a = 0.5 * (a + a.transpose(1, 2))
+    return a * sigma2 if sigma2 != 1.0 else a
+
+
+class DepthOperator:
+    """The block-diagonal operator {A_r} at one depth, as dense blocks or matrix-free.
+
+    Subclasses give ``n_blocks`` (output units), ``dim`` (fan-in + 1), ``reference`` (a
+    tensor whose dtype and device the operator works in), ``matvec(V, idx)`` =
+    [A_{idx_i} V_i]_i and ``blocks()`` = (n, d, d).  ``features`` is the per-sample
+    (states x, costates λ) it was built from (λ carrying J's 1/S), when kept: the
+    feature operators always hold them, stored blocks only with
+    ``accumulate_depth_operators(keep_features=True)``.
+    """
+
+    n_blocks: int
+    dim: int
+    reference: Tensor
+    features: tuple[Tensor, Tensor] | None = None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.reference.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.reference.device
+
+    def matvec(self, v: Tensor, idx: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def blocks(self) -> Tensor:
+        raise NotImplementedError
+
+
+class BlockOperator(DepthOperator):
+    """Stored dense blocks A (n, d, d) (e.g. accumulated batch by batch)."""
+
+    def __init__(self, blocks: Tensor) -> None:
+        self.a = self.reference = blocks
+        self.n_blocks, self.dim = blocks.shape[0], blocks.shape[1]
+
+    def matvec(self, v: Tensor, idx: Tensor) -> Tensor:
+        return torch.bmm(self.a[idx], v.unsqueeze(-1)).squeeze(-1)
+
+    def blocks(self) -> Tensor:
+        return self.a
+
+
+class DenseFeatureOperator(DepthOperator):
+    """Matrix-free A_r v = σ″(0) X̃ᵀ(λ_r ⊙ X̃ v) from states X (P, n_in) and costates Λ (P, n).
+
+    For k blocks at once: Y = X̃ Vᵀ (P, k), Z = Λ[:, idx] ⊙ Y, AV = Zᵀ X̃ — two
+    GEMMs, 4·P·k·d flops, no d×d matrix.  Memory: X̃ and Λ, O(P·n).
+    """
+
+    def __init__(self, x: Tensor, lam: Tensor, *, sigma2: float = SIGMA_SECOND_DERIVATIVE) -> None:
+        if x.ndim != 2 or lam.ndim != 2 or x.shape[0] != lam.shape[0]:
+            raise ValueError(f"states {tuple(x.shape)} and costates {tuple(lam.shape)} must be (P, n)")
+        self.x_aug = self.reference = augment(x)
+        self.lam = lam
+        self.features = (x, lam)
+        self.sigma2 = sigma2
+        self.n_blocks = lam.shape[1]
+        self.dim = self.x_aug.shape[1]
+
+    def matvec(self, v: Tensor, idx: Tensor) -> Tensor:
+        y = self.x_aug @ v.T
+        lam = self.lam if idx.numel() == self.n_blocks else self.lam[:, idx]
+        z = y.mul_(lam)
+        return (z.T @ self.x_aug).mul_(self.sigma2)
+
+    def blocks(self) -> Tensor:
+        return form_blocks(self.x_aug, self.lam, sigma2=self.sigma2)
+
+
+class ConvFeatureOperator(DepthOperator):
+    """Matrix-free operator for the conv block σ(ε(conv(x; W) + b)), 'same' padding.
+
+    States x (S, C, H, W), costates λ (S, C, H, W); block r is the output
+    channel r, its vector w̃_r = [W_r.flatten() (C·k²); b_r].  For k blocks:
+    Y = conv(x; V_W) + V_b (S, k, H, W), Z = λ[:, idx] ⊙ Y, and
+    AV = [∂/∂W Σ Z·conv(x; W) ; Σ Z] — a forward and a weight-gradient
+    convolution; the unfolded patches (S·H·W × C·k²) are never formed.
+    """
+
+    def __init__(
+        self,
+        x: Tensor,
+        lam: Tensor,
+        kernel_size: int = 3,
+        *,
+        padding_mode: str = "zeros",
+        sigma2: float = SIGMA_SECOND_DERIVATIVE,
+    ) -> None:
+        if x.ndim != 4 or lam.shape[0] != x.shape[0] or lam.shape[2:] != x.shape[2:]:
+            raise ValueError(f"states {tuple(x.shape)} / costates {tuple(lam.shape)} must be (S, C, H, W)")
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        self.x = self.reference = x
+        self.lam = lam
+        self.features = (x, lam)
+        self.k = kernel_size
+        self.sigma2 = sigma2
+        self.padding_mode = padding_mode
+        self.xp = _pad(x, kernel_size // 2, padding_mode)
+        self.channels_in = x.shape[1]
+        self.n_blocks = lam.shape[1]
+        self.dim = self.channels_in * kernel_size * kernel_size + 1
+
+    def matvec(self, v: Tensor, idx: Tensor) -> Tensor:
+        k = v.shape[0]
+        wshape = (k, self.channels_in, self.k, self.k)
+        y = F.conv2d(self.xp, v[:, :-1].reshape(wshape), v[:, -1])
+        lam = self.lam if idx.numel() == self.n_blocks else self.lam[:, idx]
+        z = y.mul_(lam)
+        gw = torch.nn.grad.conv2d_weight(self.xp, wshape, z)
+        gb = z.sum(dim=(0, 2, 3))
+        return torch.cat([gw.reshape(k, -1), gb[:, None]], dim=1).mul_(self.sigma2)
+
+    def blocks(self, chunk_samples: int | None = None) -> Tensor:
+        s = self.x.shape[0]
+        hw = self.x.shape[2] * self.x.shape[3]
+        if chunk_samples is None:
+            chunk_samples = max(1, (1 << 22) // max(1, hw * self.dim))
+        a = torch.zeros(self.n_blocks, self.dim, self.dim, dtype=self.dtype, device=self.device)
+        for i in range(0, s, chunk_samples):
+            xs = self.xp[i : i + chunk_samples]
+            patches = augment(_unfold_rows(xs, self.k))
+            lam = self.lam[i : i + chunk_samples].permute(0, 2, 3, 1).reshape(-1, self.n_blocks)
+            a += form_blocks(patches, lam, sigma2=self.sigma2)
+        return a
+
+
+# --------------------------------------------------------------------------- eigen-solve
+
+
+def choose_method(
+    n_blocks: int, dim: int, *, max_dense_dim: int = 65, max_dense_bytes: int = 1 << 28, itemsize: int = 4
+) -> str:
+    """"dense" if d ≤ max_dense_dim and n·d² entries fit ``max_dense_bytes``, else "lanczos".
+
+    Forming the blocks costs ~2·P·n·d² flops against ~4·P·n·d per Lanczos
+    step, so dense wins below d ≈ 2 × (Lanczos steps); on states and costates
+    of trained networks Lanczos converges in ~10–20 steps (the top eigenvalue
+    is well separated), and benchmarks/bench_topological.py measures the
+    crossover near width 64 on CPU.  Dense memory is n·d².
+    """
+    if dim <= max_dense_dim and n_blocks * dim * dim * itemsize <= max_dense_bytes:
+        return "dense"
+    return "lanczos"
+
+
+def top_eigenpairs(
+    op: DepthOperator | Tensor,
+    *,
+    method: str = "auto",
+    tol: float | None = None,
+    max_basis: int | None = None,
+    max_restarts: int = 3,
+    seed: int = 0,
+) -> TopEigenpairs:
+    """Largest algebraic eigenvalue and eigenvector of every block A_r at one depth.
+
+    ``op`` is a :class:`DepthOperator` or stacked dense blocks (n, d, d).
+    ``method``: "dense" (form the blocks, batched eigh), "lanczos" (matrix-free
+    batched Lanczos, see :func:`~pdegrow.growth.eigensolvers.lanczos_top_eigenpairs`)
+    or "auto" (:func:`choose_method`; stored blocks are always solved densely).
+    All linear algebra runs in torch on the operator's device and dtype.
+    """
+    if isinstance(op, Tensor):
+        op = BlockOperator(op)
+    if method == "auto":
+        if isinstance(op, BlockOperator):
+            method = "dense"
+        else:
+            itemsize = torch.empty((), dtype=op.dtype).element_size()
+            method = choose_method(op.n_blocks, op.dim, itemsize=itemsize)
+    if method == "dense":
+        return dense_top_eigenpairs(op.blocks())
+    if method == "lanczos":
+        return lanczos_top_eigenpairs(
+            op.matvec,
+            op.n_blocks,
+            op.dim,
+            dtype=op.dtype,
+            device=op.device,
+            tol=tol,
+            max_basis=max_basis,
+            max_restarts=max_restarts,
+            seed=seed,
+        )
+    raise ValueError(f"unknown eigen-solver method {method!r}: expected 'auto', 'dense' or 'lanczos'")
