@@ -21,6 +21,8 @@ from pdegrow.data.splits import make_splits
 CASES = [
     ("heat paper (50 train)", "datasets/heat-paper-560.h5", "inputs/observations",
      "targets/log_conductivity", True, (50, 10, 500)),
+    ("heat sensors50 (500 train)", "datasets/heat-sensors50-1050.h5", "inputs/observations",
+     "targets/log_conductivity", True, (500, 50, 500)),
     ("heat default (1000 train)", "datasets/heat-default-1500.h5", "inputs/observations",
      "targets/log_conductivity", True, (1000, 100, 400)),
     *[(f"NS T = {t}, {obs}", f"datasets/ns32-T{t}-{obs}.h5",

@@ -77,10 +77,32 @@ def test_a_corrupt_part_file_is_named(tmp_path, capsys):
     assert "part-x-r00000-000000.h5 is corrupt" in err
 
 
+@pytest.mark.parametrize("preset, n_sensors", [("paper", 10), ("sensors50", 50)])
+def test_heat_presets_generate_their_sensors(tmp_path, preset, n_sensors):
+    """Each heat preset of the papers' mesh generates a file with its sensor count; ``sensors50`` is
+    the ``paper`` recipe with 50 sensors (and a larger default size), nothing else changed."""
+    out = tmp_path / f"{preset}.h5"
+    assert main(["generate", "heat", "--preset", preset, "--n-samples", "3", "--out", str(out),
+                 "--no-progress"]) == 0
+    with open_dataset(out) as f:
+        assert f["inputs/observations"].shape == (3, n_sensors)
+        assert f["operators/observation_matrix"].shape == (n_sensors, 100)
+        assert f["targets/kl_coefficients"].shape == (3, 12)
+        sensors = f["geometry/sensors"][()]
+        assert sensors.shape == (n_sensors, 2) and len(np.unique(sensors, axis=0)) == n_sensors
+        assert np.all((sensors >= 0.05) & (sensors <= 0.95))
+        assert np.all(f["inputs/observations_clean"][()] > 0)
+    from solvers.heat import load_recipe
+
+    paper, other = load_recipe("paper", None, {}).to_dict(), load_recipe(preset, None, {}).to_dict()
+    changed = {k for k in paper if paper[k] != other[k]}
+    assert changed <= {"n_sensors", "n_samples"} and other["n_sensors"] == n_sensors
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--preset", "nope"], "unknown heat preset 'nope' (available: default, paper)"),
+        (["--preset", "nope"], "unknown heat preset 'nope' (available: default, paper, sensors50)"),
         (["--set", "colour=3"], "unknown key colour"),
         (["--set", "nx=ten"], "nx = 'ten' has the wrong type"),
         (["--n-samples", "0"], "n_samples must be positive"),
