@@ -4,11 +4,13 @@
   epoch (log scale), growth events as vertical lines, the validation relative
   field error on a second axis;
 * ``architecture.png`` — depth, parameters and trainable parameters over epochs;
-* ``growth_changes.png`` — predicted vs realised loss change of each growth event;
-* ``fields.png`` (heat) — true and recovered log-conductivity, and the error
-  map, for a few test samples, on the mesh (tripcolor), sensors marked;
-* ``layer_evolution.png`` (heat) — the recovered field after each added layer
-  and SRL corrector for one test sample, beside the truth (the papers' figure);
+* ``growth_changes.png`` — predicted vs realised loss change of each growth event (when
+  every event kept the function exactly, the loss change of the training after each);
+* ``fields.png`` — true and recovered field (heat: log-conductivity m on the mesh, sensors
+  marked; Navier–Stokes: w₀ on the grid) with one labelled colourbar, and the error map, for a
+  few test samples (:mod:`pdegrow.report_fields`);
+* ``layer_evolution.png`` — the recovered field after each added layer and SRL corrector for
+  one test sample, in one row beside the truth, on one colour scale (the papers' figure);
 * ``topological_derivative.png`` — runs whose growth events come from the
   ``topological_insertion`` strategy: predicted vs realised change and the
   derivative per depth (:func:`pdegrow.growth.topological_report.plot_topological_history`);
@@ -25,6 +27,8 @@ import numpy as np
 
 from pdegrow.errors import PdegrowError
 from pdegrow.locks import LOCK_NAME, DirectoryLock
+from pdegrow.plots import PRIOR_MEAN_NOTE
+from pdegrow.report_fields import plot_fields, plot_layer_evolution
 from pdegrow.training.runlog import read_jsonl, read_run
 
 TOPOLOGICAL_STRATEGY = "topological_insertion"
@@ -86,73 +90,70 @@ def plot_architecture(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_growth_changes(events: list[dict[str, Any]], path: Path) -> None:
+def growth_phase_changes(events: list[dict[str, Any]], rows: list[dict[str, Any]],
+                         key: str = "train_loss") -> list[float]:
+    """For each growth event, the change of ``key`` over the training that followed it: its value at
+    the epoch before the next event (or the last epoch) minus its value at the event's epoch."""
+    by_epoch = {int(r["epoch"]): float(r[key]) for r in rows if r.get(key) is not None}
+    if not by_epoch:
+        return []
+    epochs = sorted(by_epoch)
+
+    def at(epoch: int) -> float:
+        before = [e for e in epochs if e <= epoch]
+        return by_epoch[before[-1] if before else epochs[0]]
+
+    starts = [int(e["epoch"]) for e in events]
+    ends = [s - 1 for s in starts[1:]] + [epochs[-1]]
+    return [at(end) - at(start) for start, end in zip(starts, ends, strict=True)]
+
+
+def plot_growth_changes(events: list[dict[str, Any]], path: Path,
+                        rows: list[dict[str, Any]] | None = None) -> bool:
+    """:func:`growth_changes_figure` saved to ``path``; False (nothing written) when it has nothing
+    to show."""
+    fig = growth_changes_figure(events, rows)
+    if fig is None:
+        return False
+    fig.savefig(path, dpi=120)
+    _plt().close(fig)
+    return True
+
+
+def growth_changes_figure(events: list[dict[str, Any]], rows: list[dict[str, Any]] | None = None) -> Any:
+    """Predicted vs realised training-loss change at each growth event. When every change is 0 (the
+    growth kept the function exactly, e.g. layerwise identity blocks), the figure shows instead what
+    the training after each event gained, from the metrics; None when nothing is left to draw."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 3.2))
+    pred = np.array([np.nan if e["predicted_change"] is None else float(e["predicted_change"])
+                     for e in events])
+    real = np.array([float(e["realised_change"]) for e in events])
+    names = [f"{i + 1}\n{e['where'].get('action')}\nep. {e['epoch']}" for i, e in enumerate(events)]
     x = np.arange(len(events))
-    pred = [e["predicted_change"] if e["predicted_change"] is not None else np.nan for e in events]
-    real = [e["realised_change"] for e in events]
-    ax.bar(x - 0.2, pred, 0.4, label="predicted")
-    ax.bar(x + 0.2, real, 0.4, label="realised")
-    ax.set_xticks(x, [f"{i + 1}\n{e['where'].get('action')}" for i, e in enumerate(events)], fontsize=7)
+    informative = bool(np.any(np.abs(np.nan_to_num(pred)) > 0) or np.any(np.abs(real) > 0))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(events) + 2.5), 3.6), layout="constrained")
+    if informative:
+        ax.bar(x - 0.2, np.nan_to_num(pred), 0.4, label="predicted", color="tab:blue")
+        ax.bar(x + 0.2, real, 0.4, label="realised", color="tab:orange")
+        for k in np.flatnonzero(np.isnan(pred)):
+            ax.annotate("no prediction", (x[k] - 0.2, 0), fontsize=6, rotation=90, ha="center", va="bottom")
+        ax.set_ylabel("training-loss change at growth")
+        ax.set_title("loss change at each growth event: predicted vs realised", fontsize=9)
+        ax.legend(fontsize=8)
+    else:
+        gains = growth_phase_changes(events, rows or [])
+        if not gains:
+            plt.close(fig)
+            return None
+        ax.bar(x, gains, 0.5, color="tab:green")
+        ax.set_ylabel("training-loss change\nover the phase after it")
+        ax.set_title("each growth kept the function exactly (predicted = realised = 0):\n"
+                     "loss change over the training after each event", fontsize=9)
+    ax.set_xticks(x, names, fontsize=7)
+    ax.set_xlabel("growth event")
     ax.axhline(0, color="k", lw=0.5)
-    ax.set_ylabel("training-loss change at growth")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def _tri(ax: Any, nodes: np.ndarray, cells: np.ndarray, values: np.ndarray, sensors: np.ndarray | None,
-         title: str, vmin: float | None = None, vmax: float | None = None, cmap: str = "viridis") -> Any:
-    im = ax.tripcolor(nodes[:, 0], nodes[:, 1], cells, values, shading="gouraud", vmin=vmin, vmax=vmax,
-                      cmap=cmap)
-    if sensors is not None:
-        ax.plot(sensors[:, 0], sensors[:, 1], "w^", ms=4, mec="k", mew=0.5)
-    ax.set_aspect("equal")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title(title, fontsize=8)
-    return im
-
-
-def plot_fields(true: np.ndarray, pred: np.ndarray, geometry: dict[str, np.ndarray], indices: np.ndarray,
-                path: Path) -> None:
-    plt = _plt()
-    n = len(true)
-    fig, axes = plt.subplots(n, 3, figsize=(9, 2.8 * n), squeeze=False)
-    nodes, cells, sensors = geometry["nodes"], geometry["cells"], geometry.get("sensors")
-    for i in range(n):
-        lo, hi = float(min(true[i].min(), pred[i].min())), float(max(true[i].max(), pred[i].max()))
-        rel = np.linalg.norm(pred[i] - true[i]) / max(np.linalg.norm(true[i]), 1e-30)
-        im = _tri(axes[i, 0], nodes, cells, true[i], sensors, f"true m (sample {indices[i]})", lo, hi)
-        _tri(axes[i, 1], nodes, cells, pred[i], sensors, f"recovered m (rel. err. {rel:.3f})", lo, hi)
-        fig.colorbar(im, ax=axes[i, :2], shrink=0.8)
-        im2 = _tri(axes[i, 2], nodes, cells, np.abs(pred[i] - true[i]), sensors, "|error|", cmap="magma")
-        fig.colorbar(im2, ax=axes[i, 2], shrink=0.8)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def plot_layer_evolution(labels: list[str], fields: list[np.ndarray], true: np.ndarray,
-                         geometry: dict[str, np.ndarray], path: Path) -> None:
-    plt = _plt()
-    n = len(fields) + 1
-    cols = min(n, 5)
-    rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.6 * rows), squeeze=False)
-    lo, hi = float(true.min()), float(true.max())
-    nodes, cells, sensors = geometry["nodes"], geometry["cells"], geometry.get("sensors")
-    for k, (label, f) in enumerate(zip(labels, fields, strict=True)):
-        rel = np.linalg.norm(f - true) / max(np.linalg.norm(true), 1e-30)
-        _tri(axes.flat[k], nodes, cells, f, sensors, f"{label}: {rel:.3f}", lo, hi)
-    _tri(axes.flat[n - 1], nodes, cells, true, sensors, "true", lo, hi)
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
-    fig.suptitle("recovered field after each layer (relative error)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    return fig
 
 
 def write_report(run_dir: str | Path, data_path: str | None = None, out: str | Path | None = None,
@@ -185,8 +186,7 @@ def _write_report_files(run_dir: Path, info: dict[str, Any], out: Path, data_pat
         plot_loss_curves(rows, events, out / "loss_curves.png")
         plot_architecture(rows, out / "architecture.png")
         written += [out / "loss_curves.png", out / "architecture.png"]
-    if events:
-        plot_growth_changes(events, out / "growth_changes.png")
+    if events and plot_growth_changes(events, out / "growth_changes.png", rows):
         written.append(out / "growth_changes.png")
     topo_events = [e for e in events if e.get("strategy") == TOPOLOGICAL_STRATEGY]
     if topo_events:
@@ -210,7 +210,11 @@ def _write_report_files(run_dir: Path, info: dict[str, Any], out: Path, data_pat
             s = summary.get(split) or {}
             if s:
                 lines.append(f"| {split} | {_fmt(s.get('loss'), '.4g')} | "
-                             f"{_fmt(s.get('rel_error_target'))} | {_fmt(s.get('rel_error_field'))} |")
+                             f"{_flag(s.get('rel_error_target'))} | {_flag(s.get('rel_error_field'))} |")
+        if any(_above_one((summary.get(sp) or {}).get(k)) for sp in ("val", "test")
+               for k in ("rel_error_target", "rel_error_field")):
+            lines += ["", f"⚠ a relative error above 1: {PRIOR_MEAN_NOTE} (the zero field is closer to the "
+                      "truth than the network's estimate)."]
     if events:
         lines += ["", "## Growth events", "",
                   "predicted Δ: the strategy's own prediction of the change of the training loss "
@@ -227,6 +231,15 @@ def _write_report_files(run_dir: Path, info: dict[str, Any], out: Path, data_pat
     lines += ["", "## Figures", ""] + [f"![{p.stem}]({p.name})" for p in written]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     return [*written, out / "report.md"]
+
+
+def _above_one(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 1
+
+
+def _flag(value: Any) -> str:
+    """:func:`_fmt`, with ⚠ on a relative error above 1."""
+    return _fmt(value) + (" ⚠" if _above_one(value) else "")
 
 
 def _fmt(value: Any, spec: str = ".4f") -> str:
@@ -274,8 +287,12 @@ def _field_figures(run_dir: Path, data_path: str, out: Path, n_examples: int,
 
     run = load_trained(run_dir)
     data = load_eval_data(run, data_path, None)
+    if len(data["indices"]) == 0:
+        return []
+    if data["targets"].ndim == 3:          # images (Navier–Stokes w₀): the target is the field
+        return _image_figures(run, data, out, n_examples)
     true = data["aux"].get("targets/log_conductivity")
-    if true is None or len(data["indices"]) == 0 or "cells" not in data["geometry"]:
+    if true is None or "cells" not in data["geometry"]:
         return []
     k = min(n_examples, len(data["indices"]))
     pred = field_of(predict(run, data["inputs"][:k]), data, run.cfg.data.target)
@@ -285,9 +302,28 @@ def _field_figures(run_dir: Path, data_path: str, out: Path, n_examples: int,
     layers = layer_predictions(run, data["inputs"][:1])
     labels = [lab for lab, _ in layers]
     fields = [field_of(p, data, run.cfg.data.target)[0] for _, p in layers]
-    plot_layer_evolution(labels, fields, true[0], data["geometry"], out / "layer_evolution.png")
+    plot_layer_evolution(labels, fields, true[0], data["geometry"], out / "layer_evolution.png",
+                         sample=int(data["indices"][0]))
     return [out / "fields.png", out / "layer_evolution.png",
             *_reference_figures(run, data, true, out, n_examples, data_path, reference)]
+
+
+IMAGE_LABELS = {"vorticity_0": ("initial vorticity w₀", "w₀"), "vorticity_T": ("vorticity w(T)", "w(T)")}
+
+
+def _image_figures(run: Any, data: dict[str, Any], out: Path, n_examples: int) -> list[Path]:
+    """True vs recovered images (Navier–Stokes w₀), the error maps, and the layer evolution."""
+    from pdegrow.training.evaluate import layer_predictions, predict
+
+    true = np.asarray(data["targets"], dtype=float)
+    k = min(n_examples, len(true))
+    pred = predict(run, data["inputs"][:k]).reshape(k, *true.shape[1:])
+    label, symbol = IMAGE_LABELS.get(run.cfg.data.target.rsplit("/", 1)[-1], (run.cfg.data.target, "field"))
+    plot_fields(true[:k], pred, data["geometry"], data["indices"][:k], out / "fields.png", label, symbol)
+    layers = layer_predictions(run, data["inputs"][:1])
+    plot_layer_evolution([lab for lab, _ in layers], [p.reshape(true.shape[1:]) for _, p in layers], true[0],
+                         data["geometry"], out / "layer_evolution.png", label, sample=int(data["indices"][0]))
+    return [out / "fields.png", out / "layer_evolution.png"]
 
 
 def _reference_figures(run: Any, data: dict[str, Any], true: np.ndarray, out: Path, n_examples: int,

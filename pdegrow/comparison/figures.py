@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,28 @@ def _plt() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def panel_title(name: str) -> str:
+    """A data-set name in words for a panel title: a letter prefix and a number with ``_`` for the
+    decimal point become an equation (``T0_2`` → "T = 0.2", ``T5`` → "T = 5"); ``-``/``_`` between
+    words become spaces; other names are kept."""
+    m = re.fullmatch(r"([A-Za-z]+)(\d+)(?:_(\d+))?", name)
+    if m:
+        value = m.group(2) + (f".{m.group(3)}" if m.group(3) else "")
+        return f"{m.group(1)} = {value}"
+    return name.replace("_", " ")
+
+
+def log_axis(ax: Any, axis: str = "x") -> None:
+    """A log axis whose labels never overlap: plain numbers at 1-2-5 steps, no minor labels."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=6))
+    target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+    target.set_minor_formatter(NullFormatter())
 
 
 def _colours(plt: Any, n: int) -> list[Any]:
@@ -54,11 +77,12 @@ def _scatter(cfg: CompareConfig, runs: list[dict[str, Any]], metric: str, xkey: 
             mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
             sy = (sum((y - my) ** 2 for y in ys) / max(len(ys) - 1, 1)) ** 0.5
             ax.errorbar([mx], [my], yerr=[sy], color=c, marker="o", ms=7, capsize=3, label=s)
-        ax.set_title(d)
+        ax.set_title(panel_title(d))
         ax.set_xlabel(xlabel)
-        ax.set_ylabel(f"test {metric}")
+        ax.set_ylabel(f"test {metric.replace('_', ' ')}")
         if logx:
-            ax.set_xscale("log")
+            log_axis(ax, "x")
+        ax.tick_params(axis="x", labelrotation=30, labelsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -92,7 +116,7 @@ def _loss_curves(cfg: CompareConfig, out: Path, results: list[dict[str, Any]], p
             ev = [e["epoch"] for e in events if e["epoch"] in by_epoch]
             ax.scatter(ev, [by_epoch[e] for e in ev], color=c, s=10, zorder=3)
         ax.set_yscale("log")
-        ax.set_title(d)
+        ax.set_title(panel_title(d))
         ax.set_xlabel("epoch")
         ax.set_ylabel("validation loss")
         ax.grid(alpha=0.3)

@@ -50,6 +50,9 @@ def plot_topological_history(events: Sequence[dict[str, Any]] | str | Path, out:
     real = [float(e.get("realised_change", e.get("loss_after", 0.0) - e.get("loss_before", 0.0)))
             for e in evs]
     valid = [e["info"].get("quadratic_valid", True) is not False for e in evs]
+    k = _exponent(pred + real)                 # small changes: plotted in units of 10^k
+    unit = f"  (×$10^{{{k}}}$)" if k else ""
+    pred, real = [p / 10.0**k for p in pred], [r / 10.0**k for r in real]
     cmap = plt.get_cmap("viridis")
     colors = [cmap(i / max(1, len(evs) - 1)) for i in range(len(evs))]
     for i, (p, r) in enumerate(zip(pred, real, strict=True)):
@@ -58,10 +61,14 @@ def plot_topological_history(events: Sequence[dict[str, Any]] | str | Path, out:
         ax1.annotate(f"{i + 1} ({ratio:.2f})", (p, r), textcoords="offset points", xytext=(4, 4), fontsize=8)
     lo = min(min(pred), min(real), 0.0)
     ax1.plot([lo, 0.0], [lo, 0.0], "k--", lw=0.8, label="realised = predicted")
-    ax1.set_xlabel("predicted  −(ε²/2)·C  at the chosen ε (second order)")
-    ax1.set_ylabel("realised  J after − J before")
+    ax1.set_xlabel(f"predicted −(ε²/2)·C at the chosen ε{unit}")
+    ax1.set_ylabel(f"realised J after − J before{unit}")
     ax1.set_title("growth events (realised/predicted)")
     ax1.legend(fontsize=8)
+    from matplotlib.ticker import MaxNLocator
+
+    for axis in (ax1.xaxis, ax1.yaxis):        # few ticks, so their labels never overlap
+        axis.set_major_locator(MaxNLocator(4))
     for i, e in enumerate(evs):
         d = e["info"]["derivative"]
         color = cmap(i / max(1, len(evs) - 1))
@@ -69,8 +76,6 @@ def plot_topological_history(events: Sequence[dict[str, Any]] | str | Path, out:
         t = e["info"].get("t_star")
         if t is not None:
             ax2.plot([t], [d[t]], "*", color=color, ms=12)
-    from matplotlib.ticker import MaxNLocator
-
     ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax2.set_xlabel("depth t")
     ax2.set_ylabel("topological derivative  max_r λ_max(A_r)")
@@ -82,3 +87,14 @@ def plot_topological_history(events: Sequence[dict[str, Any]] | str | Path, out:
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
+
+
+def _exponent(values: Sequence[float]) -> int:
+    """k such that the largest |value| / 10^k lies in [1, 1000) when it is below 0.01 or above 1000;
+    0 otherwise (values plotted as they are)."""
+    import math
+
+    top = max((abs(v) for v in values if math.isfinite(v)), default=0.0)
+    if top == 0.0 or 1e-2 <= top < 1e3:
+        return 0
+    return 3 * math.floor(math.log10(top) / 3)

@@ -22,7 +22,8 @@ def _rel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def plot_reference_fields(true: np.ndarray, network: np.ndarray, indices: np.ndarray, ref: ReferenceResult,
                           geometry: dict[str, np.ndarray], path: Path) -> bool:
     """True / network / MAP / posterior mean / posterior std for the given samples (those in ``ref``)."""
-    from pdegrow.reporting import _plt, _tri
+    from pdegrow.plots import add_colorbar, error_text, field_on_mesh
+    from pdegrow.reporting import _plt
 
     pos = {int(i): k for k, i in enumerate(ref.sample_indices)}
     rows = [j for j, i in enumerate(indices) if int(i) in pos]
@@ -35,6 +36,12 @@ def plot_reference_fields(true: np.ndarray, network: np.ndarray, indices: np.nda
     fig, axes = plt.subplots(len(rows), cols, figsize=(2.5 * cols + 1.0, 2.4 * len(rows)), squeeze=False,
                              layout="constrained")
     nodes, cells, sensors = geometry["nodes"], geometry["cells"], geometry.get("sensors")
+
+    def draw(ax: object, values: np.ndarray, title: str, lo: float | None, hi: float | None,
+             cmap: str = "viridis") -> object:
+        return field_on_mesh(ax, nodes, cells, values, sensors=sensors, title=title, vmin=lo, vmax=hi,
+                             cmap=cmap)
+
     for r, j in enumerate(rows):
         k = pos[int(indices[j])]
         fields = [("true m", true[j]), ("network", network[j]), ("MAP", ref.estimates["map_m"][k])]
@@ -43,14 +50,14 @@ def plot_reference_fields(true: np.ndarray, network: np.ndarray, indices: np.nda
         lo = min(float(f.min()) for _, f in fields)
         hi = max(float(f.max()) for _, f in fields)
         for c, (name, f) in enumerate(fields):
-            title = f"{name} (sample {indices[j]})" if c == 0 else \
-                f"{name}: {np.linalg.norm(f - true[j]) / max(np.linalg.norm(true[j]), 1e-30):.3f}"
-            im = _tri(axes[r, c], nodes, cells, f, sensors, title, lo, hi)
-        fig.colorbar(im, ax=axes[r, : len(fields)], shrink=0.8)
+            rel = np.linalg.norm(f - true[j]) / max(np.linalg.norm(true[j]), 1e-30)
+            title = f"{name}, test sample {indices[j]}" if c == 0 else f"{name}\n{error_text(rel)}"
+            im = draw(axes[r, c], f, title, lo, hi)
+        add_colorbar(fig, im, list(axes[r, : len(fields)]), "log-conductivity m")
         if std is not None:
-            im2 = _tri(axes[r, -1], nodes, cells, std[k], sensors, "posterior std", 0.0, None, cmap="magma")
-            fig.colorbar(im2, ax=axes[r, -1], shrink=0.8)
-    fig.suptitle("network vs Bayesian reference (relative error in m after each name)", fontsize=9)
+            im2 = draw(axes[r, -1], std[k], "posterior std of m", 0.0, None, cmap="magma")
+            add_colorbar(fig, im2, axes[r, -1], "std of m")
+    fig.suptitle("network vs Bayesian reference (relative error in m of each estimate)", fontsize=9)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
