@@ -13,6 +13,9 @@ A = diag(α_h², α_h², α_v²). The ground condition is the natural one of the
 
 so that ∫ u·∇v dx = 0 for every such v: u is divergence-free and tangent to the
 ground in the weak sense, exactly (to the solver's tolerance) for the discrete u.
+At the ground nodes the recovered u is then projected on the ground's tangent plane,
+u_i ← u_i − (u_i·n_i) n_i (n_i the exact normal of h): the nodal recovery alone
+leaves a normal component of the order of the mesh size there.
 
 Ω = [0, L]² × [h(x, y), H] with h a sum of Gaussian hills (fixed by ``terrain_seed``
 or drawn per sample). The mesh is a structured tetrahedral box, stretched towards the
@@ -53,6 +56,7 @@ from solvers.wind_grid import (
     draw_hills,
     first_guess,
     gaussian_hills,
+    gaussian_hills_normal,
     grid_levels,
     ground_normals,
 )
@@ -288,6 +292,8 @@ class WindProblem:
         self.dofs = dof_ref.copy()
         self.dofs[:, 2] = self.dof_ground + dof_ref[:, 2] * (1.0 - self.dof_ground / H)
         self.height_above_ground = self.dofs[:, 2] - self.dof_ground
+        ground = dof_ref[self.ground_dofs]
+        self.ground_normals = gaussian_hills_normal(ground[:, 0], ground[:, 1], hills)
 
         self.A.zeroEntries()
         dolfinx.fem.petsc.assemble_matrix(self.A, self.a, bcs=[self.bc])
@@ -350,9 +356,13 @@ class WindProblem:
         return lam
 
     def recover(self, u0: np.ndarray, lam: np.ndarray) -> np.ndarray:
-        """u_i = u₀,i + A⁻¹ (D λ)_i / m_i at the nodes (lumped L² projection of ∇λ)."""
+        """u_i = u₀,i + A⁻¹ (D λ)_i / m_i at the nodes (lumped L² projection of ∇λ), then
+        u_i ← u_i − (u_i·n_i) n_i at the ground nodes."""
         grad = np.column_stack([g @ lam for g in self.gradient]) / self.lumped_mass[:, None]
-        return u0 + grad * self.a_inv[None, :]
+        u = u0 + grad * self.a_inv[None, :]
+        g, n = self.ground_dofs, self.ground_normals
+        u[g] -= (u[g] * n).sum(1)[:, None] * n
+        return u
 
     def adjust(self, u0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The mass-consistent field at the nodes (n, 3) and the potential λ, from u₀ at the nodes."""

@@ -36,6 +36,17 @@ def gaussian_hills(x: np.ndarray, y: np.ndarray, hills: np.ndarray) -> np.ndarra
     return h
 
 
+def gaussian_hills_normal(x: np.ndarray, y: np.ndarray, hills: np.ndarray) -> np.ndarray:
+    """Outward (downward) unit normals (n, 3) of the ground z = h(x, y) of :func:`gaussian_hills`:
+    n = (h_x, h_y, −1)/√(1 + h_x² + h_y²) with h_x = −Σ_m a_m (x − x_m)/s_m² e_m, h_y alike."""
+    hx, hy = np.zeros(np.shape(x)), np.zeros(np.shape(x))
+    for xm, ym, am, sm in np.asarray(hills, dtype=float).reshape(-1, 4):
+        e = am * np.exp(-((x - xm) ** 2 + (y - ym) ** 2) / (2.0 * sm**2)) / sm**2
+        hx, hy = hx - (x - xm) * e, hy - (y - ym) * e
+    n = np.column_stack([hx, hy, -np.ones_like(hx)])
+    return n / np.linalg.norm(n, axis=1, keepdims=True)
+
+
 def draw_hills(rng: np.random.Generator, n_hills: int, length: float, height_range: tuple[float, float],
                width_range: tuple[float, float]) -> np.ndarray:
     """``n_hills`` rows (x_m, y_m, a_m, s_m): centres uniform in [0.2 L, 0.8 L]², heights, widths uniform."""

@@ -12,7 +12,13 @@ from conftest import assert_same_samples, kill_and_resume, run_cli
 
 from pdegrow.cli import main
 from pdegrow.contract import open_dataset
-from solvers.wind_grid import divergence_operator, gaussian_hills, ground_normals, log_profile
+from solvers.wind_grid import (
+    divergence_operator,
+    gaussian_hills,
+    gaussian_hills_normal,
+    ground_normals,
+    log_profile,
+)
 
 L = H = 1000.0
 HILLS = np.array([[500.0, 500.0, 150.0, 120.0]])
@@ -87,6 +93,10 @@ def test_a_sample_is_mass_consistent_and_drawn_from_the_rng_alone():
     np.testing.assert_array_equal(a["targets/velocity_nodes"], u)
     np.testing.assert_allclose(a["targets/velocity"], p.to_grid(u))
     assert np.abs(lam).max() > 0 and np.all(lam[~p.free] == 0)
+    # the stored u is tangent to the ground at the ground nodes: u·n = 0 to round-off
+    ground = u[p.ground_dofs]
+    assert np.abs((ground * p.ground_normals).sum(1)).max() < 1e-12 * np.abs(ground).max()
+    assert np.all(p.ground_normals[:, 2] < 0)
     # observations: mast-major, then height, then (u, v, w); P1 interpolation on the mesh
     k = len(p.recipe.mast_heights)
     np.testing.assert_allclose(a["inputs/observations_clean"].reshape(-1, k, 3),
@@ -112,6 +122,13 @@ def test_grid_divergence_is_exact_on_linear_fields_and_the_ground_normal_on_a_pl
     n = ground_normals(x, y, plane)
     expected = np.array([0.1, -0.05, -1.0]) / math.sqrt(1 + 0.1**2 + 0.05**2)
     np.testing.assert_allclose(n, np.broadcast_to(expected[:, None, None], n.shape), rtol=1e-12)
+    # the hills' exact normal against central differences of h
+    hills = np.array([[400.0, 300.0, 150.0, 200.0], [700.0, 650.0, 80.0, 120.0]])
+    px, py, d = np.array([350.0, 610.0, 820.0]), np.array([280.0, 590.0, 100.0]), 1e-3
+    hx = (gaussian_hills(px + d, py, hills) - gaussian_hills(px - d, py, hills)) / (2 * d)
+    hy = (gaussian_hills(px, py + d, hills) - gaussian_hills(px, py - d, hills)) / (2 * d)
+    fd = np.column_stack([hx, hy, -np.ones(3)]) / np.sqrt(1 + hx**2 + hy**2)[:, None]
+    np.testing.assert_allclose(gaussian_hills_normal(px, py, hills), fd, atol=1e-9)
 
 
 def test_one_and_two_ranks_give_identical_files_and_info_works(tmp_path, capsys):
