@@ -4,7 +4,7 @@
 # experiments/RESULTS.md. Restartable: `pdegrow compare` and transfer_study.py keep finished runs.
 #
 #   bash experiments/run_studies.sh data          # generate / derive every data set (once)
-#   bash experiments/run_studies.sh STUDY         # heat-paper heat-posterior heat-default ns-sensors ns-full
+#   bash experiments/run_studies.sh STUDY         # heat-paper heat-posterior heat-sensors50 heat-default ns-sensors ns-full
 #                                                 # ns-full-wide ns-conv ridge ns-reference ns-figure diabetes digits transfer
 #                                                 # boston growth-fixes ns-vit digits-vit wind
 #   bash experiments/run_studies.sh all           # every study
@@ -18,6 +18,8 @@ case "${1:-help}" in
   data)
     [ -f datasets/heat-paper-560.h5 ] || "$BIN/mpiexec" -n "$NP" "$BIN/pdegrow" generate heat --preset paper \
         --n-samples 560 --seed 0 --out datasets/heat-paper-560.h5 --no-progress
+    [ -f datasets/heat-sensors50-1050.h5 ] || "$BIN/pdegrow" generate heat --preset sensors50 \
+        --n-samples 1050 --seed 0 --out datasets/heat-sensors50-1050.h5 --no-progress
     [ -f datasets/heat-default-1500.h5 ] || "$BIN/mpiexec" -n "$NP" "$BIN/pdegrow" generate heat --preset default \
         --n-samples 1500 --seed 0 --out datasets/heat-default-1500.h5 --no-progress
     [ -f datasets/heat-default-l05-600.h5 ] || "$BIN/mpiexec" -n "$NP" "$BIN/pdegrow" generate heat --preset default \
@@ -35,6 +37,11 @@ case "${1:-help}" in
   heat-posterior) compare study-heat-paper-posterior
                 "$BIN/python" experiments/summarise_study.py runs/study-heat-paper-posterior \
                     --metrics rel_error_field rel_error_field_l2 rel_error_conductivity ;;
+  heat-sensors50) "$BIN/pdegrow" reference datasets/heat-sensors50-1050.h5 --method map --n-train 500 --n-val 50 \
+                    --n-test 500 --threads 1 --no-progress --overwrite
+                compare study-heat-sensors50
+                "$BIN/python" experiments/summarise_study.py runs/study-heat-sensors50 \
+                    --metrics rel_error_field rel_error_conductivity ;;
   heat-default) compare study-heat-default
                 "$BIN/python" experiments/summarise_study.py runs/study-heat-default \
                     --metrics rel_error_field rel_error_field_l2 rel_error_conductivity ;;
@@ -72,7 +79,7 @@ case "${1:-help}" in
   transfer)     "$BIN/python" experiments/transfer_study.py --out runs/study-transfer --workers "$NP"
                 "$BIN/python" experiments/transfer_study.py --model conv --out runs/study-transfer-conv --workers "$NP"
                 "$BIN/python" experiments/transfer_study.py --model heat --out runs/study-transfer-heat --workers "$NP" ;;
-  all)          for s in heat-paper heat-posterior heat-default ns-sensors ns-full ns-full-wide ns-conv ns-vit ridge ns-reference ns-figure wind diabetes digits digits-vit boston growth-fixes transfer; do
+  all)          for s in heat-paper heat-posterior heat-sensors50 heat-default ns-sensors ns-full ns-full-wide ns-conv ns-vit ridge ns-reference ns-figure wind diabetes digits digits-vit boston growth-fixes transfer; do
                     "$0" "$s"; done ;;
   *) sed -n 2,10p "$0"; exit 2 ;;
 esac
