@@ -145,3 +145,23 @@ def test_model_file_is_portable_and_old_files_still_load(trained, heat_paper_fil
     (old / "run.json").write_text(json.dumps(info))
     assert main(["predict", str(old), "--obs", str(tmp_path / "x.npy")]) == 2
     assert "predates portable model files" in one_line_error(capsys)
+
+
+def test_predict_carries_a_references_posterior_std(heat_paper_file, trained, tmp_path, capsys):
+    """A Laplace reference beside the data: its posterior mean, MAP and pointwise std go into the output."""
+    import shutil
+
+    import pdegrow
+
+    data = tmp_path / "copy.h5"
+    shutil.copy(heat_paper_file, data)
+    pdegrow.compute_reference(data, "laplace", "40:48", starts=1)
+    out = tmp_path / "p.h5"
+    assert main(["predict", str(trained), "--obs", str(data), "--out", str(out)]) == 0
+    assert "Bayes reference (laplace): 8 samples under reference/" in capsys.readouterr().out
+    with h5py.File(out) as f:
+        assert f["reference"].attrs["method"] == "laplace"
+        np.testing.assert_array_equal(f["reference/sample_indices"][()], np.arange(40, 48))
+        std = f["reference/std_m"][()]
+        assert std.shape == (8, 100) and (std >= 0).all() and std.max() > 0
+        assert f["reference/mean_m"].shape == (8, 100)
