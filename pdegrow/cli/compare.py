@@ -46,22 +46,44 @@ def _overrides(items: list[str]) -> dict[str, str]:
     return out
 
 
+def duration(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s``, ``1 h 02 min``."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def progress_text(info: dict[str, Any]) -> str:
+    """``3/8 done, ~2 min 10 s left`` (this rank's runs; the time left from their average so far)."""
+    text = f"{info['finished']}/{info['of']} done"
+    if info.get("left_s") is not None and info["finished"] < info["of"]:
+        text += f", ~{duration(info['left_s'])} left"
+    if info.get("ranks", 1) > 1:
+        text += f" on this rank ({info['pending']} runs on {info['ranks']} ranks)"
+    return text
+
+
 def run(args: argparse.Namespace) -> int:
     from pdegrow.comparison.runner import run_comparison
 
     def on_event(kind: str, info: dict[str, Any]) -> None:
         if args.quiet:
             return
+        where = f"[rank {info['rank']}]" if info.get("ranks", 1) > 1 else ""
         if kind == "start":
-            print(f"[rank {info['rank']}] {info['run']} on {info['device']} …", flush=True)
+            print(f"{where}[{info['finished'] + 1}/{info['of']}] {info['run']} on {info['device']} …",
+                  flush=True)
         elif kind == "done":
             r = info["result"]
             metrics = r["test"] or r["val"]
             errs = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith("rel_"))
-            print(f"[rank {info['rank']}] {info['run']} done: {errs}; {r['n_params']} params, "
+            print(f"{where}[{progress_text(info)}] {info['run']} done: {errs}; {r['n_params']} params, "
                   f"{r['growth_events']} growth events, {r['wall_s']:.1f} s", flush=True)
         else:
-            print(f"[rank {info['rank']}] {info['run']} FAILED: {info['error'].splitlines()[0]}",
+            print(f"{where}[{progress_text(info)}] {info['run']} FAILED: {info['error'].splitlines()[0]}",
                   file=sys.stderr, flush=True)
 
     summary = run_comparison(args.config, args.out, data_overrides=_overrides(args.data),

@@ -217,6 +217,15 @@ def run_comparison(config_path: str | Path, out: str | Path, *, data_overrides: 
             lock.release()
 
 
+def progress(finished: int, mine: int, elapsed: float, pending: int, ranks: int) -> dict[str, Any]:
+    """Where a rank stands: ``finished`` of its ``mine`` runs after ``elapsed`` seconds, and the time
+    left if the others take as long on average (None before the first finishes); ``pending`` runs in
+    all on ``ranks`` ranks."""
+    left = elapsed / finished * (mine - finished) if finished else None
+    return {"finished": finished, "of": mine, "elapsed_s": elapsed, "left_s": left,
+            "pending": pending, "ranks": ranks}
+
+
 def _run_plan(plan: tuple[CompareConfig, list[int]], out: Path, comm: Any, figures: bool,
               on_event: Callable[[str, dict[str, Any]], None] | None) -> CompareSummary:
     import torch
@@ -227,21 +236,27 @@ def _run_plan(plan: tuple[CompareConfig, list[int]], out: Path, comm: Any, figur
     device = pick_device(cfg.device, local_rank(comm))
     done: list[str] = []
     failed: dict[str, str] = {}
-    for i in mine:
+    started = time.monotonic()
+    for k, i in enumerate(mine):
         spec = cfg.runs[i]
         if on_event:
-            on_event("start", {"run": spec.run_id, "rank": comm.rank, "device": device})
+            on_event("start", {"run": spec.run_id, "rank": comm.rank, "device": device,
+                               **progress(k, len(mine), time.monotonic() - started, len(pending), comm.size)})
         try:
             res = execute_run(spec, out, device)
             done.append(spec.run_id)
             if on_event:
-                on_event("done", {"run": spec.run_id, "rank": comm.rank, "result": res})
+                on_event("done", {"run": spec.run_id, "rank": comm.rank, "result": res,
+                                  **progress(k + 1, len(mine), time.monotonic() - started, len(pending),
+                                             comm.size)})
         except PdegrowError as exc:
             failed[spec.run_id] = str(exc)
         except Exception as exc:  # a bug in one run must not stop the others; reported at the end
             failed[spec.run_id] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
         if spec.run_id in failed and on_event:
-            on_event("failed", {"run": spec.run_id, "rank": comm.rank, "error": failed[spec.run_id]})
+            on_event("failed", {"run": spec.run_id, "rank": comm.rank, "error": failed[spec.run_id],
+                                **progress(k + 1, len(mine), time.monotonic() - started, len(pending),
+                                           comm.size)})
     gathered = comm.gather((done, failed), root=0)
     summary = CompareSummary(len(cfg.runs), len(cfg.runs) - len(pending))
     if comm.rank == 0:

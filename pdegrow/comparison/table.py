@@ -94,12 +94,19 @@ def _csv(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
     return buf.getvalue()
 
 
+def plus_minus(mean: float, std: float, n: int, spec: str) -> str:
+    """``mean ± std``; the mean alone for a single run (a spread of one value is not 0, it is unknown)."""
+    return format(mean, spec) if n < 2 else f"{format(mean, spec)} ± {format(std, spec)}"
+
+
 def markdown_table(cfg: CompareConfig, metric: str, rows: list[dict[str, Any]],
                    ref_rows: list[dict[str, Any]] | None = None) -> str:
     """The table; with ``ref_rows`` (data sets that have a Bayesian reference) a "Bayes reference" row
     after each such data set's strategies and a gap column = error / reference − 1."""
     gap = bool(ref_rows)
-    lines = [f"Test {metric}: mean ± std over seeds {', '.join(map(str, cfg.seeds))} "
+    spread = (f"mean ± std over seeds {', '.join(map(str, cfg.seeds))}" if len(cfg.seeds) > 1
+              else f"seed {cfg.seeds[0]} (one run each: no spread)")
+    lines = [f"Test {metric}: {spread} "
              f"(n = runs finished); parameters at the end of training; wall = training wall time."
              + (" gap = error / Bayes reference − 1 on the same test samples ('pdegrow reference')."
                 if gap else ""), "",
@@ -114,10 +121,11 @@ def markdown_table(cfg: CompareConfig, metric: str, rows: list[dict[str, Any]],
         if r["runs"] == 0:
             lines.append(f"| {r['dataset']} | {r['strategy']} | 0 | — |{g} — | — | — | — |")
         else:
-            lines.append(f"| {r['dataset']} | {r['strategy']} | {r['runs']} | {r['error_mean']:.4f} ± "
-                         f"{r['error_std']:.4f} |{g} {r['params_mean']:.0f} | "
-                         f"{r['growth_events_mean']:.1f} | {r['epochs_mean']:.0f} | "
-                         f"{r['train_wall_s_mean']:.1f} ± {r['train_wall_s_std']:.1f} |")
+            n = r["runs"]
+            lines.append(f"| {r['dataset']} | {r['strategy']} | {n} | "
+                         f"{plus_minus(r['error_mean'], r['error_std'], n, '.4f')} |{g} "
+                         f"{r['params_mean']:.0f} | {r['growth_events_mean']:.1f} | {r['epochs_mean']:.0f} | "
+                         f"{plus_minus(r['train_wall_s_mean'], r['train_wall_s_std'], n, '.1f')} |")
         last = i + 1 == len(rows) or rows[i + 1]["dataset"] != r["dataset"]
         ref = by_data.get(r["dataset"])
         if last and ref is not None:
