@@ -8,7 +8,7 @@ stores the fingerprint of the data it was trained on (in ``model.pt``, see
 they are given and refuse a different setting, naming what differs.
 
 The fingerprint is a dict ``{"version", "hash", "parts"}``; ``parts`` maps a part name to
-``{"values": {readable recipe values}, "arrays": digest}``:
+``{"values": {readable recipe values}, "arrays": {array name: digest}}``:
 
 ========= ================================================ ==================================
 part      readable values (recipe keys, file attributes)   arrays digested (SHA-256)
@@ -24,9 +24,10 @@ other     any other recipe key (a new problem's)           —
 
 Keys that do not change the setting (``n_samples``, ``seed``, ``lu_solver``, ``snapshot_times``,
 ``derived_from``) and arrays not listed (added dimension scales, permutations) are left out, so
-two files of one recipe with other sizes or seeds share a fingerprint. Arrays are digested
-exactly (as little-endian float64/int64 bytes): the generator makes them deterministically, the
-same for any number of MPI ranks.
+two files of one recipe with other sizes or seeds share a fingerprint. Arrays are digested one by
+one, exactly (as little-endian float64/int64 bytes): the generator makes them deterministically,
+the same for any number of MPI ranks. Two settings are compared on the arrays both files hold, so
+a file of an older generator that lacks an array (e.g. the consistent mass matrix) still matches.
 """
 
 from __future__ import annotations
@@ -120,7 +121,8 @@ def fingerprint_parts(problem: str, config: dict[str, Any], attrs: dict[str, Any
     for name, a in arrays.items():
         if name in ARRAY_PARTS:
             grouped[ARRAY_PARTS[name]][name] = a
-    return {p: {"values": values[p], "arrays": array_digest(grouped[p]) if grouped[p] else None}
+    return {p: {"values": values[p],
+                "arrays": {k: array_digest({k: a}) for k, a in sorted(grouped[p].items())}}
             for p in PARTS if values[p] or grouped[p]}
 
 
@@ -162,12 +164,12 @@ def differences(expected: dict[str, Any], actual: dict[str, Any]) -> dict[str, s
         va, vb = a.get("values", {}), b.get("values", {})
         words = [f"{k} {vb.get(k, 'unset')!r}, the run's {va.get(k, 'unset')!r}"
                  for k in sorted(set(va) | set(vb)) if va.get(k) != vb.get(k)]
-        if a.get("arrays") != b.get("arrays"):
-            words.append("its arrays differ" if not words else "arrays differ")
+        da, db = a.get("arrays") or {}, b.get("arrays") or {}
+        changed = [k.split("/")[-1] for k in sorted(set(da) & set(db)) if da[k] != db[k]]
+        if changed:
+            words.append(f"{'its ' if not words else ''}arrays differ: {', '.join(changed)}")
         if words:
             out[part] = "; ".join(words)
-    if not out:  # same parts, other hash: a fingerprint of another version
-        out["other"] = "the fingerprints differ"
     return out
 
 
