@@ -26,8 +26,9 @@ Keys that do not change the setting (``n_samples``, ``seed``, ``lu_solver``, ``s
 ``derived_from``) and arrays not listed (added dimension scales, permutations) are left out, so
 two files of one recipe with other sizes or seeds share a fingerprint. Arrays are digested one by
 one, exactly (as little-endian float64/int64 bytes): the generator makes them deterministically,
-the same for any number of MPI ranks. Two settings are compared on the arrays both files hold, so
-a file of an older generator that lacks an array (e.g. the consistent mass matrix) still matches.
+the same for any number of MPI ranks. Two settings are compared on the keys and arrays both files
+hold, so a file of an older generator that lacks an array (e.g. the consistent mass matrix) or a
+newer recipe key still matches.
 """
 
 from __future__ import annotations
@@ -162,8 +163,7 @@ def differences(expected: dict[str, Any], actual: dict[str, Any]) -> dict[str, s
     for part in dict.fromkeys([*exp_parts, *act_parts]):
         a, b = exp_parts.get(part, {}), act_parts.get(part, {})
         va, vb = a.get("values", {}), b.get("values", {})
-        words = [f"{k} {vb.get(k, 'unset')!r}, the run's {va.get(k, 'unset')!r}"
-                 for k in sorted(set(va) | set(vb)) if va.get(k) != vb.get(k)]
+        words = [f"{k} {vb[k]!r}, the run's {va[k]!r}" for k in sorted(set(va) & set(vb)) if va[k] != vb[k]]
         da, db = a.get("arrays") or {}, b.get("arrays") or {}
         changed = [k.split("/")[-1] for k in sorted(set(da) & set(db)) if da[k] != db[k]]
         if changed:
