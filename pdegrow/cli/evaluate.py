@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
           f"{arch['n_params']} parameters")
     for key in sorted(k for k in result if k.startswith("rel_error") and not k.endswith("_std")):
         value, std = result[key], result[key + "_std"]
-        print(f"  {key:<22} " + (f"{value:.4f} ± {std:.4f}" if value == value else
+        flag = "   ⚠ above 1: worse than the prior mean" if value == value and value > 1 else ""
+        print(f"  {key:<22} " + (f"{value:.4f} ± {std:.4f}{flag}" if value == value else
                                  "undefined (every reference is zero)"))
     if "reference" in result:
         from pdegrow.reference.lookup import gap_lines
