@@ -132,38 +132,31 @@ def prepare_data(path: str, cfg: DataConfig, seed: int, device: torch.device,
         if cfg.simulated_inputs:
             if not in_memory:
                 raise PdegrowError("simulated_inputs needs the data set in memory ([data] in_memory)")
-            train = _with_simulated(train, cfg, ops, geom, noise, seed, n, input_norm, target_norm, dtype,
-                                    device, path)
+            train = _with_simulated(train, problem, cfg, ops, geom, noise, seed, n, input_norm, target_norm,
+                                    dtype, device, path)
         val = make(splits["val"], 0)
         test = make(splits["test"], 0)
     return DataBundle(str(path), problem, file_config, cfg, splits, train, val, test, input_norm, target_norm,
                       input_shape, target_shape, ops, geom, noise, in_memory)
 
 
-SIMULATED_NAMES = ("inputs/observations", "targets/kl_coefficients", "targets/log_conductivity",
-                   "targets/temperature")
-
-
-def _with_simulated(train: MemorySplit, cfg: DataConfig, ops: dict[str, np.ndarray],
+def _with_simulated(train: MemorySplit, problem: str, cfg: DataConfig, ops: dict[str, np.ndarray],
                     geom: dict[str, np.ndarray], noise: tuple[float, str], seed: int, n_file: int,
                     input_norm: Standardizer, target_norm: Standardizer, dtype: torch.dtype,
                     device: torch.device, path: str) -> MemorySplit:
-    """``train`` plus ``cfg.simulated_inputs`` prior-predictive samples (groups n_file, n_file + 1, …);
-    the normalisers stay those of the file's training samples."""
-    from pdegrow.data.simulated import simulate_heat_samples
-    from pdegrow.regularizers.heat_physics import HeatOperators
+    """``train`` plus ``cfg.simulated_inputs`` prior-predictive samples of ``problem``'s simulator
+    (:mod:`pdegrow.data.simulators`; groups n_file, n_file + 1, …); the normalisers stay those of
+    the file's training samples."""
+    from pdegrow.data.simulators import SimulationRequest, simulate
 
-    names = (cfg.input, cfg.target, *cfg.aux)
-    bad = [k for k in names if k not in SIMULATED_NAMES]
-    if "kl_basis" not in ops or "cell_stiffness" not in ops or bad or noise[1] != "relative":
-        why = (f"arrays {', '.join(bad)} cannot be simulated" if bad
-               else "the file has no KL prior / heat operators")
-        raise PdegrowError(f"simulated_inputs: {path}: {why} (heat data with a KL prior, relative noise, and "
-                           f"input/target/aux among {', '.join(SIMULATED_NAMES)})")
-    heat_ops = HeatOperators.from_arrays(ops, geom, dtype=torch.float64)
-    sim = simulate_heat_samples(heat_ops, cfg.simulated_inputs, noise[0], seed)
-    x = torch.as_tensor(input_transform(sim[cfg.input], cfg.input_transform), dtype=dtype)
-    y = torch.as_tensor(sim[cfg.target], dtype=dtype)
+    req = SimulationRequest(str(path), ops, geom, noise, cfg.simulated_inputs, seed)
+    sim = simulate(problem, req, (cfg.input, cfg.target, *cfg.aux))
+
+    def as_t(a: np.ndarray) -> torch.Tensor:          # 2-D fields get the channel axis, as the file's do
+        return torch.as_tensor(a[:, None] if a.ndim == 3 else a, dtype=dtype)
+
+    x = as_t(input_transform(sim[cfg.input], cfg.input_transform))
+    y = as_t(sim[cfg.target])
     groups = torch.arange(n_file, n_file + cfg.simulated_inputs)
     aux = {k: torch.as_tensor(sim[k], dtype=dtype) for k in cfg.aux}
     extra = MemorySplit(input_norm.transform(x), target_norm.transform(y), groups, aux).to(device)

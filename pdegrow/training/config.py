@@ -42,8 +42,9 @@ class DataConfig:
     n_test: int = -1                       # -1: all remaining samples
     split_seed: int = 0
     noisy_copies: int = 0                  # extra noisy copies of each training input
-    simulated_inputs: int = 0              # heat, KL prior: extra training samples drawn from the prior
-                                           # predictive with the file's own operators (1 solve each)
+    simulated_inputs: int = 0              # heat (KL prior), navier_stokes: extra training samples drawn from
+                                           # the prior predictive with the file's own forward model
+                                           # (1 solve / 1 forward run each; data/simulators.py)
     clean_input: str = "inputs/observations_clean"
     input_transform: Literal["none", "log"] = "none"   # applied to raw inputs (and noisy copies)
     normalize_inputs: Literal["feature", "scalar", "none"] = "feature"
