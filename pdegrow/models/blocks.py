@@ -324,27 +324,48 @@ class LinearHead(SpecModule):
         return {"kind": self.kind, "width": self.width, "out_shape": list(self.out_shape)}
 
 
+def periodic_coordinates(height: int, width: int, dtype: torch.dtype = torch.float32,
+                         device: torch.device | str | None = None) -> torch.Tensor:
+    """(4, H, W) channels sin 2πx, cos 2πx, sin 2πy, cos 2πy at x = i/W, y = j/H (axis 0 = y).
+
+    Appended to a field input (CoordConv, Liu et al., NeurIPS 2018, with periodic coordinates for
+    the torus) they let convolutions, which are translation-equivariant, represent operators that
+    depend on position, e.g. the flow of a fixed forcing pattern; periodic, so circular padding
+    sees no seam."""
+    x = 2.0 * math.pi * torch.arange(width, dtype=dtype, device=device) / width
+    y = 2.0 * math.pi * torch.arange(height, dtype=dtype, device=device) / height
+    gy, gx = torch.meshgrid(y, x, indexing="ij")
+    return torch.stack([gx.sin(), gx.cos(), gy.sin(), gy.cos()])
+
+
 @register_block
 class ConvLift(SpecModule):
-    """x₀ = σ(K * y + b): fields (B, C_in, H, W) → (B, width, H, W)."""
+    """x₀ = σ(K * y + b): fields (B, C_in, H, W) → (B, width, H, W).
+
+    ``coordinates``: the convolution reads [y, :func:`periodic_coordinates`] (C_in + 4 channels)."""
 
     kind = "conv_lift"
 
     def __init__(self, in_channels: int, width: int, kernel_size: int = 3, activation: str = "gelu",
-                 padding_mode: str = "zeros"):
+                 padding_mode: str = "zeros", coordinates: bool = False):
         super().__init__()
         self.in_channels, self.width, self.kernel_size = int(in_channels), int(width), int(kernel_size)
         self.activation_name, self.padding_mode = activation, padding_mode
-        self.conv = _conv(self.in_channels, self.width, self.kernel_size, padding_mode)
+        self.coordinates = bool(coordinates)
+        self.conv = _conv(self.in_channels + 4 * self.coordinates, self.width, self.kernel_size, padding_mode)
         self.act = make_activation(activation)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
+        if self.coordinates:
+            c = periodic_coordinates(y.shape[-2], y.shape[-1], y.dtype, y.device)
+            y = torch.cat([y, c.expand(y.shape[0], -1, -1, -1)], dim=1)
         return self.act(self.conv(y))
 
     def spec(self) -> dict[str, Any]:
+        extra = {"coordinates": True} if self.coordinates else {}
         return {"kind": self.kind, "in_channels": self.in_channels, "width": self.width,
                 "kernel_size": self.kernel_size, "activation": self.activation_name,
-                "padding_mode": self.padding_mode}
+                "padding_mode": self.padding_mode, **extra}
 
 
 @register_block

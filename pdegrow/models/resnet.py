@@ -82,9 +82,10 @@ class GrowableResNet(nn.Module):
     @classmethod
     def conv(cls, in_channels: int, out_channels: int, width: int, depth: int = 0, block: str = "conv",
              activation: str = "gelu", kernel_size: int = 3, padding_mode: str = "zeros",
-             zero_init: bool = False, **block_kwargs: Any) -> GrowableResNet:
-        """A field network on (B, C, H, W): ConvLift → ``depth`` conv blocks → 1×1 ConvHead."""
-        model = cls(ConvLift(in_channels, width, kernel_size, activation, padding_mode),
+             zero_init: bool = False, coordinates: bool = False, **block_kwargs: Any) -> GrowableResNet:
+        """A field network on (B, C, H, W): ConvLift → ``depth`` conv blocks → 1×1 ConvHead
+        (``coordinates``: the lift also reads periodic coordinate channels)."""
+        model = cls(ConvLift(in_channels, width, kernel_size, activation, padding_mode, coordinates),
                     ConvHead(width, out_channels, 1, padding_mode))
         block_kwargs = _taken(block, block_kwargs)
         for _ in range(depth):

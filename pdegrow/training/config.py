@@ -63,6 +63,7 @@ class ModelConfig:
     activation: str = "tanh"
     kernel_size: int = 3
     padding_mode: Literal["zeros", "circular", "reflect", "replicate"] = "zeros"
+    coordinates: bool = False              # conv: the lift also reads sin/cos 2πx, 2πy channels (CoordConv)
     patch_size: int = 4                    # vit: patch side (divides the image size)
     heads: int = 2                         # vit: attention heads (divide the width)
     position: Literal["learned", "sinusoidal"] = "learned"   # vit: position embedding

@@ -87,7 +87,7 @@ def build_model(cfg: ExperimentConfig, data: DataBundle) -> GrowableResNet:
         block = {"perceptron": "conv_perceptron", "mlp": "conv"}.get(m.block, m.block)
         return GrowableResNet.conv(data.input_shape[0], data.target_shape[0], m.width, m.depth, block=block,
                                    activation=m.activation, kernel_size=m.kernel_size,
-                                   padding_mode=m.padding_mode, hidden=m.hidden)
+                                   padding_mode=m.padding_mode, hidden=m.hidden, coordinates=m.coordinates)
     return GrowableResNet.mlp(int(np.prod(data.input_shape)), list(data.target_shape), m.width, m.depth,
                               block=m.block, activation=m.activation, hidden=m.hidden)
 
