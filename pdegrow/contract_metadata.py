@@ -85,7 +85,50 @@ NAVIER_STOKES: dict[str, ArrayMeta] = {
                                              "prior covariance eigenvalues in fft2 order"),
 }
 
-METADATA: dict[str, dict[str, ArrayMeta]] = {"heat": HEAT, "navier_stokes": NAVIER_STOKES}
+WIND_SPEED = "m s-1"
+WIND: dict[str, ArrayMeta] = {
+    "inputs/observations": ArrayMeta(("observation",), "noisy wind at the masts (mast, height, component)",
+                                     WIND_SPEED),
+    "inputs/observations_clean": ArrayMeta(("observation",), "wind at the masts (noise-free)", WIND_SPEED),
+    "inputs/mast_image": ArrayMeta(("mast_channel", "y", "x"), "mast observations at their grid columns "
+                                   "(last channel: masts per column)", WIND_SPEED),
+    "inputs/terrain": ArrayMeta(("y", "x"), "ground height at the grid columns", "m"),
+    "targets/velocity": ArrayMeta(("component", "level", "y", "x"), "wind velocity (u, v, w) on the grid",
+                                  WIND_SPEED),
+    "targets/velocity_nodes": ArrayMeta(("node", "component"), "wind velocity at the mesh nodes", WIND_SPEED),
+    "targets/first_guess": ArrayMeta(("component", "level", "y", "x"), "first guess u0 on the grid",
+                                     WIND_SPEED),
+    "targets/velocity_columns": ArrayMeta(("column_channel", "y", "x"),
+                                          "wind velocity with (component, level) as channels", WIND_SPEED),
+    "targets/grid_z": ArrayMeta(("level", "y", "x"), "height of the grid points", "m"),
+    "geometry/nodes": ArrayMeta(("node", "space"), "node coordinates (x, y, z)", "m"),
+    "geometry/cells": ArrayMeta(("cell", "vertex"), "tetrahedra: node index of each vertex"),
+    "geometry/ground_nodes": ArrayMeta(("ground_node",), "nodes on the ground"),
+    "geometry/masts": ArrayMeta(("mast", "coordinate"), "mast positions (x, y)", "m"),
+    "geometry/mast_heights": ArrayMeta(("mast_height",), "sensor heights above ground", "m"),
+    "geometry/mast_points": ArrayMeta(("mast_point", "space"), "sensor coordinates (x, y, z)", "m"),
+    "geometry/hills": ArrayMeta(("hill", "hill_parameter"), "hills (x_m, y_m, amplitude, width)", "m"),
+    "geometry/grid_x": ArrayMeta(("x",), "grid x", "m"),
+    "geometry/grid_y": ArrayMeta(("y",), "grid y", "m"),
+    "geometry/grid_sigma": ArrayMeta(("level",), "height fraction of the grid levels (0 ground, 1 top)"),
+    "geometry/grid_z": ArrayMeta(("level", "y", "x"), "height of the grid points", "m"),
+    "operators/grid_interpolation_data": ArrayMeta(("interpolation_nonzero",), "nodes to grid, CSR values"),
+    "operators/grid_interpolation_indices": ArrayMeta(("interpolation_nonzero",),
+                                                      "nodes to grid, CSR column indices"),
+    "operators/grid_interpolation_indptr": ArrayMeta(("grid_point_pointer",),
+                                                     "nodes to grid, CSR row pointers"),
+    "operators/grid_divergence_data": ArrayMeta(("divergence_nonzero",), "grid divergence, CSR values",
+                                                "m-1"),
+    "operators/grid_divergence_indices": ArrayMeta(("divergence_nonzero",),
+                                                   "grid divergence, CSR column indices"),
+    "operators/grid_divergence_indptr": ArrayMeta(("grid_point_pointer",),
+                                                  "grid divergence, CSR row pointers"),
+    "operators/ground_normal": ArrayMeta(("component", "y", "x"), "outward unit normal of the ground"),
+    "operators/lumped_mass": ArrayMeta(("node",), "lumped P1 mass (volume of each node)", "m3"),
+    "operators/alpha": ArrayMeta(("component",), "(alpha_h, alpha_h, alpha_v) of A"),
+}
+
+METADATA: dict[str, dict[str, ArrayMeta]] = {"heat": HEAT, "navier_stokes": NAVIER_STOKES, "wind": WIND}
 
 DIMENSIONS: dict[str, str] = {
     "sample": "sample index",
@@ -105,8 +148,11 @@ DIMENSIONS: dict[str, str] = {
     "time": "time",
     "wavenumber_x": "wavenumber in x (fft2 order)",
     "wavenumber_y": "wavenumber in y (fft2 order)",
+    "level": "grid level (height fraction)",
+    "component": "velocity component (0: u, 1: v, 2: w)",
+    "space": "coordinate axis (0: x, 1: y, 2: z)",
 }
-"""Long names of the dimension scales (coordinates x, y, time; all others are 0, 1, 2, …)."""
+"""Long names of the dimension scales (coordinates x, y, time, level; all others are 0, 1, 2, …)."""
 
 SAMPLE_GROUPS = ("inputs", "targets")
 
@@ -150,7 +196,12 @@ def dimension_values(f: h5py.File, dim: str, size: int) -> np.ndarray:
     if geometry is not None:
         if dim in ("x", "y") and "grid_x" in geometry and "grid_y" in geometry:
             grid = geometry["grid_x" if dim == "x" else "grid_y"][()]
-            candidates.append(grid[0, :] if dim == "x" else grid[:, 0])
+            if grid.ndim == 1:                                  # the ticks themselves (wind)
+                candidates.append(grid)
+            elif grid.ndim == 2:                                # every image entry's coordinate (NS)
+                candidates.append(grid[0, :] if dim == "x" else grid[:, 0])
+        if dim == "level" and "grid_sigma" in geometry:
+            candidates.append(geometry["grid_sigma"][()])
         if dim in ("x", "y") and "grid_index" in geometry and "nodes" in geometry:
             nodes, index = geometry["nodes"][()], geometry["grid_index"][()]
             candidates.append(nodes[index[0, :], 0] if dim == "x" else nodes[index[:, 0], 1])
@@ -188,13 +239,14 @@ def describe_arrays(f: h5py.File, problem: str) -> None:
             sizes.setdefault(d, n)
         planned.append((ds, dims, long_name, units))
     scales = {}
+    units_of = {dims[0]: units for _, dims, _, units in planned if len(dims) == 1}   # e.g. grid_x: m
     for dim, size in sizes.items():
         if dim in f:  # a root object of that name (a file written by other means): leave it alone
             continue
         scale = f.create_dataset(dim, data=dimension_values(f, dim, size))
         scale.make_scale(dim)
         scale.attrs["long_name"] = DIMENSIONS.get(dim, dim.replace("_", " "))
-        scale.attrs["units"] = "1"
+        scale.attrs["units"] = units_of.get(dim, "1") if dim in ("x", "y", "time", "level") else "1"
         scales[dim] = scale
     for ds, dims, long_name, units in planned:
         for k, dim in enumerate(dims):
