@@ -7,6 +7,11 @@ conventions of the study, so the seed is the pairing unit.
 
     python experiments/paired_tests.py runs/study-heat-paper-posterior \
         --pairs topological_insertion:random_insertion random_insertion:fixed-same-size
+    python experiments/paired_tests.py runs/study-ns-simulated --datasets T0_2 T1 T5 \
+        --metrics rel_error_target --pairs topological_insertion:fixed-same-size
+
+With several data sets, ``--datasets`` pairs the seeds within each one (without it, runs of the same seed
+on different data sets would overwrite each other).
 """
 
 from __future__ import annotations
@@ -19,9 +24,9 @@ import numpy as np
 from scipy import stats
 
 
-def seed_errors(study: Path, strategy: str, metric: str) -> dict[int, float]:
+def seed_errors(study: Path, strategy: str, metric: str, dataset: str = "*") -> dict[int, float]:
     out = {}
-    for summary in sorted(study.glob(f"runs/*/{strategy}/seed-*/summary.json")):
+    for summary in sorted(study.glob(f"runs/{dataset}/{strategy}/seed-*/summary.json")):
         value = json.loads(summary.read_text()).get("test", {}).get(metric)
         if value is not None:
             out[int(summary.parent.name.removeprefix("seed-"))] = float(value)
@@ -33,22 +38,28 @@ def main() -> None:
     p.add_argument("study", type=Path, help="a `pdegrow compare --out` directory")
     p.add_argument("--pairs", nargs="+", required=True, help="A:B strategy labels (A is tested against B)")
     p.add_argument("--metrics", nargs="+", default=["rel_error_field", "rel_error_conductivity"])
+    p.add_argument("--datasets", nargs="+", default=["*"],
+                   help="compare within each of these data sets of the study (default: all pooled by seed, "
+                        "for one-data-set studies), e.g. --datasets T0_2 T1 T5")
     args = p.parse_args()
-    print("| A vs B | metric | seeds | mean(A − B) ± std | A better | paired t p | Wilcoxon p |")
-    print("|---|---|---:|---:|---:|---:|---:|")
-    for pair in args.pairs:
-        a, _, b = pair.partition(":")
-        for metric in args.metrics:
-            ea, eb = seed_errors(args.study, a, metric), seed_errors(args.study, b, metric)
-            seeds = sorted(set(ea) & set(eb))
-            if len(seeds) < 2:
-                print(f"| {a} vs {b} | {metric} | {len(seeds)} | – | – | – | – |")
-                continue
-            d = np.array([ea[s] - eb[s] for s in seeds])
-            t_p = stats.ttest_rel([ea[s] for s in seeds], [eb[s] for s in seeds]).pvalue
-            w_p = stats.wilcoxon(d).pvalue if np.any(d != 0) else 1.0
-            print(f"| {a} vs {b} | {metric} | {len(seeds)} | {d.mean():+.4f} ± {d.std(ddof=1):.4f} | "
-                  f"{int((d < 0).sum())}/{len(seeds)} | {t_p:.3g} | {w_p:.3g} |")
+    print("| data set | A vs B | metric | seeds | mean(A − B) ± std | A better | paired t p | Wilcoxon p |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
+    for dataset in args.datasets:
+        label = "all" if dataset == "*" else dataset
+        for pair in args.pairs:
+            a, _, b = pair.partition(":")
+            for metric in args.metrics:
+                ea = seed_errors(args.study, a, metric, dataset)
+                eb = seed_errors(args.study, b, metric, dataset)
+                seeds = sorted(set(ea) & set(eb))
+                if len(seeds) < 2:
+                    print(f"| {label} | {a} vs {b} | {metric} | {len(seeds)} | – | – | – | – |")
+                    continue
+                d = np.array([ea[s] - eb[s] for s in seeds])
+                t_p = stats.ttest_rel([ea[s] for s in seeds], [eb[s] for s in seeds]).pvalue
+                w_p = stats.wilcoxon(d).pvalue if np.any(d != 0) else 1.0
+                print(f"| {label} | {a} vs {b} | {metric} | {len(seeds)} | {d.mean():+.4f} ± "
+                      f"{d.std(ddof=1):.4f} | {int((d < 0).sum())}/{len(seeds)} | {t_p:.3g} | {w_p:.3g} |")
 
 
 if __name__ == "__main__":
