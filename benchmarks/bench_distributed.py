@@ -14,6 +14,10 @@ every W does the same optimisation. Printed for each W:
              part of a growth event)
   grow       a whole growth event as the trainer runs it (propose, apply, broadcast, optimizer
              sync, loss before/after on the training set, validation, re-wrap)
+  stats      the growth-statistics pass of the neuron-growth strategies (one forward + backward
+             over the training set, second moments of every hidden layer): each rank passes over
+             its share and the moments are all-reduced; ``stats ratio`` is its time over the
+             1-process time (``--stats-only`` measures only this)
 
 and the 1-process plain Trainer (no process group, no DDP) for reference. The machine's load
 average is printed with the table: on a shared machine the numbers move with it.
@@ -76,13 +80,14 @@ def measure(trainer, epochs: int, barrier=lambda: None) -> dict[str, float]:
         trainer._train_epoch()
         barrier()
         times.append(time.perf_counter() - t)
-    out = {"epoch": statistics.median(times), "n_train": len(trainer.data.train)}
+    out = {"epoch": statistics.median(times), "n_train": len(trainer.data.train),
+           "stats": stats_pass(trainer, barrier)}
     rewrap = []
     if hasattr(trainer, "_wrap"):
         for _ in range(5):
             barrier()
             t = time.perf_counter()
-            trainer._broadcast_model()
+            trainer.collective.broadcast_([*trainer.model.parameters(), *trainer.model.buffers()])
             trainer._check_consistent("bench")
             trainer._wrap()
             rewrap.append(time.perf_counter() - t)
@@ -97,6 +102,21 @@ def measure(trainer, epochs: int, barrier=lambda: None) -> dict[str, float]:
         grows.append(time.perf_counter() - t)
     out["grow"] = statistics.median(grows)
     return out
+
+
+def stats_pass(trainer, barrier=lambda: None, repeats: int = 3) -> float:
+    """Median wall time of one sharded, all-reduced growth-statistics pass."""
+    from pdegrow.growth.statistics import gather_statistics
+
+    times = []
+    for _ in range(repeats):
+        barrier()
+        t = time.perf_counter()
+        batches, reduce = trainer.ctx.share()
+        gather_statistics(trainer.model, batches, trainer.ctx.batch_loss, reduce=reduce)
+        barrier()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
 
 
 def worker(rank: int, world: int, port: int, data: str, root: str, args: argparse.Namespace) -> None:
@@ -152,13 +172,14 @@ def main() -> None:
     print(f"{args.samples} samples ({n_train} training), MLP width {args.width}, "
           f"global batch {args.batch_size}, 1 thread a process, {os.cpu_count()} CPUs")
     print(f"{'':16} {'epoch':>9} {'samples/s':>10} {'speed-up':>9} {'eff.':>6} {'rewrap':>9} "
-          f"{'grow':>9} {'rewrap/ep':>10} {'grow/ep':>8}")
+          f"{'grow':>9} {'rewrap/ep':>10} {'grow/ep':>8} {'stats':>9} {'stats ratio':>11}")
     for name, (w, r) in rows.items():
         rw = r.get("rewrap")
         print(f"{name:16} {r['epoch'] * 1e3:7.1f}ms {r['n_train'] / r['epoch']:10.0f} "
               f"{base / r['epoch']:9.2f} {base / (w * r['epoch']):6.0%} "
               f"{(f'{rw * 1e3:7.2f}ms') if rw is not None else '-':>9} {r['grow'] * 1e3:7.1f}ms "
-              f"{(f'{rw / r["epoch"]:10.2%}') if rw is not None else '-':>10} {r['grow'] / r['epoch']:8.2f}")
+              f"{(f'{rw / r["epoch"]:10.2%}') if rw is not None else '-':>10} {r['grow'] / r['epoch']:8.2f} "
+              f"{r['stats'] * 1e3:7.1f}ms {r['stats'] / rows['plain (no DDP)'][1]['stats']:11.2f}")
     fmt = lambda load: " ".join(f"{x:.2f}" for x in load)  # noqa: E731
     print(f"load average (1, 5, 15 min): before {fmt(load_before)}, after {fmt(load_after)}")
 

@@ -143,6 +143,7 @@ def _worker(rank: int, world: int, port: int, data: str, root: str) -> None:
 
     run("layerwise", "layerwise")
     run("widen", "test_widen_twice")
+    run("tiny", "tiny")   # growth statistics: each rank sums its share, the moments are all-reduced
     run("killed", "layerwise", stop_at=6)
     out["killed_scratch_gone"] = out["killed"]["scratch_gone"]
     run("killed", "layerwise", resume=True)
@@ -173,7 +174,8 @@ def two_ranks(tmp_path_factory: pytest.TempPathFactory, data_file: Path) -> tupl
     return root, [torch.load(root / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
 
-@pytest.mark.parametrize("strategy, name", [("layerwise", "layerwise"), ("test_widen_twice", "widen")])
+@pytest.mark.parametrize("strategy, name", [("layerwise", "layerwise"), ("test_widen_twice", "widen"),
+                                            ("tiny", "tiny")])
 def test_two_ranks_match_one_process(tmp_path, data_file, two_ranks, strategy, name):
     root, ranks = two_ranks
     ref_dir = tmp_path / "ref"
@@ -182,7 +184,7 @@ def test_two_ranks_match_one_process(tmp_path, data_file, two_ranks, strategy, n
     # growth events: the same epochs and locations as the 1-process run
     ev_ref, ev_ddp = _events(ref_dir), _events(ddp_dir)
     assert [(e["epoch"], e["where"]) for e in ev_ddp] == [(e["epoch"], e["where"]) for e in ev_ref]
-    assert len(ev_ddp) == 2
+    assert len(ev_ddp) == 2 or (name == "tiny" and len(ev_ddp) >= 1)
     # ... and on both ranks, with bitwise identical weights right after each growth
     g0, g1 = ranks[0][name]["growth"], ranks[1][name]["growth"]
     assert [e for e, _ in g0] == [e for e, _ in g1] == [e["epoch"] for e in ev_ref]

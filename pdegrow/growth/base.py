@@ -71,7 +71,8 @@ class GrowthProposal:
     ``fan_in`` (k, …), ``bias`` (k,), ``fan_out`` (…, k, …) (None → defaults of
     :func:`pdegrow.models.blocks.widen_pair`).
     ``corrector``: ``block`` is appended as an SRL corrector.
-    ``custom``: the strategy's own :meth:`GrowthStrategy.apply` does it.
+    ``custom``: the strategy's own :meth:`GrowthStrategy.apply` does it, from ``payload``
+    (everything it needs: a proposal carries its change, the strategy keeps no hidden hand-off).
     """
 
     action: Action
@@ -84,6 +85,7 @@ class GrowthProposal:
     fan_out: torch.Tensor | None = None
     predicted_change: float | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    payload: Any = None
 
     def where(self) -> dict[str, Any]:
         """JSON description of the location (for logs)."""

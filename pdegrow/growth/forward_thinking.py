@@ -33,15 +33,9 @@ class ForwardThinkingStrategy(LayerwiseStrategy):
     def __init__(self, max_layers: int = 6, saturation_tol: float = 0.0, block: str = "mlp",
                  activation: str = "tanh", hidden: list[int] | None = None, reinit_head: bool = False):
         super().__init__(max_layers=max_layers, saturation_tol=saturation_tol, block=block,
-                         activation=activation, hidden=hidden, train_head=True, srl_steps=0)
+                         activation=activation, hidden=hidden, train_head=True, srl_steps=0,
+                         prune=False)  # no regularizers, no pruning
         self.reinit_head = bool(reinit_head)
-
-    def propose(self, ctx: GrowthContext) -> GrowthProposal | None:
-        kit, ctx.regularizers = ctx.regularizers, None   # no pruning: forward thinking has no regularizers
-        try:
-            return super().propose(ctx)
-        finally:
-            ctx.regularizers = kit
 
     def apply(self, ctx: GrowthContext, proposal: GrowthProposal) -> None:
         super().apply(ctx, proposal)

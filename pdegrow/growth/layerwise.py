@@ -54,13 +54,13 @@ class LayerwiseStrategy(GrowthStrategy):
     def __init__(self, max_layers: int = 10, saturation_tol: float = 0.01, block: str = "perceptron",
                  activation: str = "tanh", hidden: list[int] | None = None, train_head: bool = True,
                  srl_steps: int = 0, srl_hidden: list[int] | None = None, srl_activation: str = "tanh",
-                 srl_saturation_tol: float = 0.01):
+                 srl_saturation_tol: float = 0.01, prune: bool = True):
         self.max_layers, self.saturation_tol = int(max_layers), float(saturation_tol)
         self.block, self.activation, self.hidden = block, activation, list(hidden or [])
         if self.hidden and "hidden" not in block_options(block):
             raise PdegrowError(f"[growth] hidden = {self.hidden}: block {block!r} has no hidden layers "
                                "(use block = 'mlp' or 'conv', or leave hidden out)")
-        self.train_head = bool(train_head)
+        self.train_head, self.prune = bool(train_head), bool(prune)
         self.srl_steps, self.srl_hidden = int(srl_steps), list(srl_hidden or [32, 32])
         self.srl_activation, self.srl_saturation_tol = srl_activation, float(srl_saturation_tol)
         self.added = 0            # blocks added so far
@@ -75,7 +75,7 @@ class LayerwiseStrategy(GrowthStrategy):
         bests = ctx.state.phase_best_vals
         if self.stage == "layers":
             self.layer_phases += 1
-            if self.added > 0 and ctx.regularizers is not None:
+            if self.added > 0 and self.prune and ctx.regularizers is not None:
                 self.pruned.append(ctx.regularizers.prune(ctx.model.blocks[-1]))
             layer_bests = bests[:self.layer_phases]
             if self.added < self.max_layers and not (self.added > 0 and

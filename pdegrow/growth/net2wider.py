@@ -13,8 +13,6 @@ Where: ``layer_choice`` (round robin by default). Predicted change 0.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from pdegrow.growth.base import GrowthContext, GrowthProposal, register_strategy
@@ -45,7 +43,6 @@ class Net2WiderStrategy(NeuronGrowth):
         if not 0.0 <= split_noise < 0.5:
             raise ValueError(f"split_noise must be in [0, 0.5), got {split_noise}")
         self.split_noise = float(split_noise)
-        self._pending: tuple[Any, ...] | None = None
 
     def propose(self, ctx: GrowthContext) -> GrowthProposal | None:
         keys = self.candidates(ctx)
@@ -64,15 +61,12 @@ class Net2WiderStrategy(NeuronGrowth):
         b1 = first.bias.detach().double().cpu()
         w2 = second.weight.detach().double().cpu()
         fan_in, bias, fan_out, delta = net2wider_split(w1, b1, w2, units, ratio)
-        self._pending = (key, fan_in, bias, fan_out, delta)
         return GrowthProposal("custom", depth=key[0], layer=key[1], k=k, predicted_change=0.0,
-                              info={"units": [int(u) for u in units]})
+                              info={"units": [int(u) for u in units]},
+                              payload=(key, fan_in, bias, fan_out, delta))
 
     def apply(self, ctx: GrowthContext, proposal: GrowthProposal) -> None:
-        if self._pending is None:
-            raise RuntimeError("net2wider: apply() without a pending proposal")
-        key, fan_in, bias, fan_out, delta = self._pending
-        self._pending = None
+        key, fan_in, bias, fan_out, delta = proposal.payload
         widen_with_update(ctx.model, key, fan_in, bias, fan_out, delta)
 
 

@@ -32,7 +32,6 @@ strategies asking in the same training state share one pass.
 
 from __future__ import annotations
 
-import dataclasses
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +39,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from pdegrow.growth.capture import captured_io, with_grad_inputs
 
 LayerKey = tuple[int, int]  # (block t, hidden layer i)
 
@@ -95,13 +96,6 @@ def _augment(x: Tensor) -> Tensor:
     return torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype, device=x.device)], 1)
 
 
-def _with_grad_inputs(batch: Any) -> Any:
-    inputs = batch.inputs
-    if inputs.is_floating_point() and not inputs.requires_grad and dataclasses.is_dataclass(batch):
-        return dataclasses.replace(batch, inputs=inputs.detach().requires_grad_(True))
-    return batch
-
-
 def per_sample_squared_error(pred: Tensor, targets: Tensor) -> Tensor:
     """ℓ_s = mean over outputs of (ŷ_s − y_s)², shape (B,)."""
     b = pred.shape[0]
@@ -127,6 +121,7 @@ def gather_statistics(
     *,
     keep_samples: int = 0,
     generator: torch.Generator | None = None,
+    reduce: Callable[[list[Tensor]], None] | None = None,
 ) -> GrowthStatistics:
     """One forward + backward per batch of ``batches`` → :class:`GrowthStatistics`.
 
@@ -137,7 +132,13 @@ def gather_statistics(
     subset of M samples (random keys from ``generator``, merged batch by batch
     with ``topk``) keeps its rows x of every layer and its squared error
     (from the head's output and ``batch.targets``).
+
+    ``reduce`` (several processes, each passing its share of the batches; not with
+    ``keep_samples``) sums a list of tensors over the processes in place: every moment is a
+    sum over samples, so the sums of the shares are the sums over the whole set.
     """
+    if reduce is not None and keep_samples > 0:
+        raise ValueError("kept samples are drawn from the whole set: gather them unsharded")
     keys = list(widenable_layers(model) if layers is None else layers)
     blocks = model.blocks  # type: ignore[union-attr]
     modules: dict[int, nn.Module] = {}
@@ -150,27 +151,15 @@ def gather_statistics(
     kept_rows: dict[LayerKey, Tensor] = {}
     kept_loss: Tensor | None = None
     kept_index: Tensor | None = None
+    head = [model.head] if keep_samples > 0 else []  # type: ignore[list-item]
     for batch in batches:
-        seen: dict[int, tuple[Tensor, Tensor]] = {}
-        pred: list[Tensor] = []
-
-        def hook(mod: nn.Module, args: tuple[Any, ...], out: Tensor, seen: dict = seen) -> None:
-            seen[id(mod)] = (args[0], out)
-
-        handles = [m.register_forward_hook(hook) for m in modules.values()]
-        if keep_samples > 0:
-            handles.append(model.head.register_forward_hook(  # type: ignore[union-attr]
-                lambda _m, _a, out, pred=pred: pred.append(out)))
-        try:
-            batch = _with_grad_inputs(batch)
-            with torch.enable_grad():
-                loss = batch_loss(batch)
-                b = int(batch.inputs.shape[0])
-                outs = [seen[id(blocks[t].layers[i + 1])][1] for t, i in keys]
-                grads = torch.autograd.grad(loss * b, outs, allow_unused=True) if outs else ()
-        finally:
-            for h in handles:
-                h.remove()
+        with captured_io([*modules.values(), *head]) as seen, torch.enable_grad():
+            batch = with_grad_inputs(batch)
+            loss = batch_loss(batch)
+            b = int(batch.inputs.shape[0])
+            outs = [seen[id(blocks[t].layers[i + 1])][1] for t, i in keys]
+            grads = torch.autograd.grad(loss * b, outs, allow_unused=True) if outs else ()
+        pred = [seen[id(model.head)][1]] if keep_samples > 0 else []
         for (t, i), z, gz in zip(keys, outs, grads, strict=True):
             x = seen[id(blocks[t].layers[i])][0].detach()
             hid = seen[id(blocks[t].layers[i + 1])][0].detach()
@@ -194,6 +183,10 @@ def gather_statistics(
                 kept_rows = {k: v[top] for k, v in kept_rows.items()}
         n += b
         loss_sum += float(loss.detach()) * b
+    if reduce is not None:
+        counts = torch.tensor([float(n), loss_sum], dtype=torch.float64)
+        reduce([*(a[k] for key in keys for a in [acc[key]] for k in sorted(a)), counts])
+        n, loss_sum = int(counts[0]), float(counts[1])
     if n == 0:
         raise ValueError("no training data: the batch iterable was empty")
     stats = {
@@ -229,8 +222,12 @@ def shared_statistics(ctx: Any, *, keep_samples: int = 0) -> GrowthStatistics:
         have = 0 if cached.sample_loss is None else int(cached.sample_loss.shape[0])
         if keep_samples <= have or have == cached.n:
             return cached
-    stats = gather_statistics(model, ctx.train_batches(), ctx.batch_loss, keep_samples=keep_samples,
-                              generator=ctx.generator)
+    if keep_samples > 0 or not hasattr(ctx, "share"):
+        batches, reduce = ctx.train_batches(), None
+    else:  # this process's share, moments summed over processes (serial: all of it, as it is)
+        batches, reduce = ctx.share()
+    stats = gather_statistics(model, batches, ctx.batch_loss, keep_samples=keep_samples,
+                              generator=ctx.generator, reduce=reduce)
     stats.info["fingerprint_epoch"] = ctx.state.epoch
     _CACHE[model] = (fp, stats)
     return stats

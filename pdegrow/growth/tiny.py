@@ -259,7 +259,6 @@ class TinyStrategy(NeuronGrowth):
         if not 0.0 < ratio_min < 1.0:
             raise ValueError(f"ratio_min must be in (0, 1), got {ratio_min}")
         self.amplitude, self.ratio_min = amplitude, float(ratio_min)
-        self._pending: tuple[TinyProposal, float] | None = None
 
     def setup(self, ctx: GrowthContext) -> None:
         super().setup(ctx)
@@ -312,7 +311,6 @@ class TinyStrategy(NeuronGrowth):
             probe.remove()
         if gamma <= 0.0:
             return None
-        self._pending = (best, gamma)
         info: dict[str, Any] = {
             "gamma": gamma, "first_order_coefficient": best.coefficient, "gain": best.neurons.gain,
             "lambdas": [float(v) for v in best.neurons.lambdas[: max(best.neurons.k, 1) + 2]],
@@ -322,13 +320,10 @@ class TinyStrategy(NeuronGrowth):
             "coefficients": {f"{p.key[0]}.{p.key[1]}": p.coefficient for p in props},
             "proposal_s": round(time.perf_counter() - t0, 4)}
         return GrowthProposal("custom", depth=best.key[0], layer=best.key[1], k=best.neurons.k,
-                              predicted_change=-gamma * best.coefficient, info=info)
+                              predicted_change=-gamma * best.coefficient, info=info, payload=(best, gamma))
 
     def apply(self, ctx: GrowthContext, proposal: GrowthProposal) -> None:
-        if self._pending is None:
-            raise RuntimeError("tiny: apply() without a pending proposal")
-        prop, gamma = self._pending
-        self._pending = None
+        prop, gamma = proposal.payload
         apply_tiny(ctx.model, prop, gamma)
 
 

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from pdegrow.growth.capture import leaf as _leaf
 from pdegrow.growth.eigensolvers import TopEigenpairs
 from pdegrow.growth.line_search import (  # noqa: F401  (re-exported: moved there)
     EpsilonChoice,
@@ -109,13 +110,6 @@ AdmissibleActivation = SiLUTanh
 
 StatesFn = Callable[[Tensor], tuple[Sequence[Tensor], Tensor]]
 LossFn = Callable[[Tensor, Tensor], Tensor]
-
-
-def _leaf(inputs: Tensor) -> Tensor:
-    """Inputs that require grad, so that x_0 = lift(y) is in the graph even if the lift is parameter-free."""
-    if inputs.is_floating_point() and not inputs.requires_grad:
-        return inputs.detach().requires_grad_(True)
-    return inputs
 
 
 def states_and_costates(

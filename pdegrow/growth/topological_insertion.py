@@ -45,7 +45,6 @@ is that of exactly the loss being trained.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -56,6 +55,7 @@ import torch
 from torch import Tensor, nn
 
 from pdegrow.growth.base import GrowthContext, GrowthProposal, GrowthStrategy, register_strategy
+from pdegrow.growth.capture import captured_inputs, with_grad_inputs
 from pdegrow.growth.stored_states import EVAL_ELEMENTS, large_batches, loss_from_states, split_rows
 from pdegrow.growth.topological import (
     DepthOperator,
@@ -86,22 +86,9 @@ def model_passes(
     grad, so x_0 is in the graph even when the lift is frozen.
     """
     for batch in batches:
-        captured: list[Tensor] = []
-
-        def hook(_module: nn.Module, args: tuple[Any, ...], captured: list[Tensor] = captured) -> None:
-            captured.append(args[0])
-
-        handles = [blk.register_forward_pre_hook(hook) for blk in model.blocks]  # type: ignore[attr-defined]
-        handles.append(model.head.register_forward_pre_hook(hook))  # type: ignore[attr-defined]
-        try:
-            inputs = batch.inputs
-            if inputs.is_floating_point() and not inputs.requires_grad:
-                batch = dataclasses.replace(batch, inputs=inputs.detach().requires_grad_(True))
-            with torch.enable_grad():
-                loss = batch_loss(batch)
-        finally:
-            for h in handles:
-                h.remove()
+        with captured_inputs([*model.blocks, model.head]) as captured, torch.enable_grad():  # type: ignore
+            batch = with_grad_inputs(batch)
+            loss = batch_loss(batch)
         depth = len(model.blocks)  # type: ignore[arg-type]
         if len(captured) != depth + 1:
             raise RuntimeError(f"captured {len(captured)} states for a network of depth {depth}")
