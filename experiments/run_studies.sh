@@ -40,8 +40,12 @@ case "${1:-help}" in
   heat-sensors50) "$BIN/pdegrow" reference datasets/heat-sensors50-1050.h5 --method map --n-train 500 --n-val 50 \
                     --n-test 500 --threads 1 --no-progress --overwrite
                 compare study-heat-sensors50
-                "$BIN/python" experiments/summarise_study.py runs/study-heat-sensors50 \
-                    --metrics rel_error_field rel_error_conductivity ;;
+                compare study-heat-sensors50-labelled
+                for s in study-heat-sensors50 study-heat-sensors50-labelled; do
+                    "$BIN/python" experiments/summarise_study.py "runs/$s" --metrics rel_error_field rel_error_conductivity
+                    "$BIN/python" experiments/paired_tests.py "runs/$s" --pairs topological_insertion:fixed-same-size \
+                        topological_insertion:random_insertion topological_insertion:topological-fraction05
+                done ;;
   heat-default) compare study-heat-default
                 "$BIN/python" experiments/summarise_study.py runs/study-heat-default \
                     --metrics rel_error_field rel_error_field_l2 rel_error_conductivity ;;
