@@ -20,10 +20,8 @@ model + normalisers), ``summary.json`` (final validation and test metrics).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-import random
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -32,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pdegrow.data.bundle import DataBundle, prepare_data
+from pdegrow.data.bundle import prepare_data
 from pdegrow.data.loaders import Batch, LazySplit, MemorySplit, Split, epoch_batches, iterate
 from pdegrow.errors import PdegrowError
 from pdegrow.growth.base import (
@@ -43,12 +41,19 @@ from pdegrow.growth.base import (
     build_strategy,
 )
 from pdegrow.models.optim import make_optimizer, sync_optimizer
-from pdegrow.models.resnet import GrowableResNet
 from pdegrow.regularizers.kit import RegularizerKit
 from pdegrow.regularizers.terms import Forward
 from pdegrow.training import problems
+from pdegrow.training.checkpoint import checkpoint_state, restore_state, save_model
 from pdegrow.training.collective import Collective
 from pdegrow.training.config import ExperimentConfig, build_config
+from pdegrow.training.model_setup import (
+    build_model,
+    data_loss,
+    make_scheduler,
+    resolve_device,
+    seed_everything,
+)
 from pdegrow.training.rundir import RunDirectory
 from pdegrow.training.runfiles import load_run_file, save_run_file
 from pdegrow.training.runlog import (
@@ -59,50 +64,6 @@ from pdegrow.training.runlog import (
 )
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise PdegrowError("device = 'cuda' but no CUDA device is available")
-    return torch.device(name)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def build_model(cfg: ExperimentConfig, data: DataBundle) -> GrowableResNet:
-    m = cfg.model
-    if m.kind == "vit":
-        from pdegrow.models.vit import vit_for_data
-
-        return vit_for_data(m, data.input_shape, data.target_shape, data.geometry)
-    if m.kind == "conv":
-        if not data.is_field:
-            raise PdegrowError(f"[model] kind = 'conv' needs field inputs and targets; the data has input "
-                               f"shape {data.input_shape} and target shape {data.target_shape}")
-        block = {"perceptron": "conv_perceptron", "mlp": "conv"}.get(m.block, m.block)
-        return GrowableResNet.conv(data.input_shape[0], data.target_shape[0], m.width, m.depth, block=block,
-                                   activation=m.activation, kernel_size=m.kernel_size,
-                                   padding_mode=m.padding_mode, hidden=m.hidden, coordinates=m.coordinates)
-    return GrowableResNet.mlp(int(np.prod(data.input_shape)), list(data.target_shape), m.width, m.depth,
-                              block=m.block, activation=m.activation, hidden=m.hidden)
-
-
-def data_loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
-    """``mse``: mean (ŷ − y)²; ``relative_mse``: mean_b ‖ŷ_b − y_b‖² / ‖y_b‖² (normalised units);
-    ``cross_entropy``: mean_b −Σ_c y_bc log softmax(ŷ_b)_c (ŷ logits, y one-hot or soft labels)."""
-    if kind == "cross_entropy":
-        return -(target.float() * torch.log_softmax(pred.float(), dim=-1)).sum(-1).mean()
-    if kind == "mse":
-        return (pred.float() - target.float()).pow(2).mean() if pred.dtype != target.dtype else \
-            (pred - target).pow(2).mean()
-    b = pred.shape[0]
-    p, t = pred.reshape(b, -1), target.reshape(b, -1)
-    return ((p - t).pow(2).sum(1) / t.pow(2).sum(1).clamp_min(1e-12)).mean()
 
 
 class Trainer:
@@ -147,7 +108,7 @@ class Trainer:
         self.best_snapshot: dict[str, torch.Tensor] | None = None
         self.model = build_model(cfg, self.data).to(self.device, self.dtype)
         self.optimizer = make_optimizer(cfg.optim.name, self.model, cfg.optim.lr, cfg.optim.weight_decay)
-        self.scheduler = self._make_scheduler()
+        self.scheduler = make_scheduler(self.optimizer, self.cfg)
         self.finished = False
         self._last_checkpoint = time.monotonic()
         self.ctx = GrowthContext(self.model, self.state, self.device, self._fixed_batches, self._batch_loss,
@@ -180,34 +141,10 @@ class Trainer:
         """Release the run directory's lock (done by :meth:`run` at its end, however it ends)."""
         self.rundir.release()
 
-    def _make_scheduler(self) -> Any:
-        o = self.cfg.optim
-        if o.scheduler == "step":
-            return torch.optim.lr_scheduler.StepLR(self.optimizer, o.step_size, o.gamma)
-        if o.scheduler == "cosine":
-            return torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, self.cfg.train.max_epochs)
-        return None
-
     # ------------------------------------------------------------------ checkpoints
 
     def _checkpoint(self) -> None:
-        ckpt = {
-            "epoch": self.state.epoch,
-            "model_spec": self.model.spec(),
-            "model_state": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
-            "strategy": self.strategy.state_dict(),
-            "state": dataclasses.asdict(self.state),
-            "events": [json.loads(json.dumps(e.to_dict(), default=str)) for e in self.events],
-            "best_snapshot": self.best_snapshot,
-            "finished": self.finished,
-            "n_metric_rows": len(self.metrics.rows),
-            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                    "shuffle": self.shuffle.get_state(), "strategy": self.strategy_gen.get_state()},
-        }
-        save_run_file(self.run_dir / "checkpoint.pt", "checkpoint", ckpt)
+        save_run_file(self.run_dir / "checkpoint.pt", "checkpoint", checkpoint_state(self))
         self._last_checkpoint = time.monotonic()
 
     def _checkpoint_due(self, grew: bool) -> bool:
@@ -227,29 +164,7 @@ class Trainer:
         return load_run_file(self.run_dir / "checkpoint.pt", "checkpoint")
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
-        model = GrowableResNet.from_spec(ckpt["model_spec"]).to(self.device, self.dtype)
-        model.load_state_dict(ckpt["model_state"])
-        self.model = self.ctx.model = model
-        o = self.cfg.optim
-        self.optimizer = make_optimizer(o.name, model, o.lr, o.weight_decay)
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler = self._make_scheduler()
-        if self.scheduler is not None and ckpt["scheduler"] is not None:
-            self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.strategy.load_state_dict(ckpt["strategy"])
-        for k, v in ckpt["state"].items():
-            setattr(self.state, k, v)
-        self.events[:] = [GrowthEvent(**{k: v for k, v in e.items() if k != "realised_change"})
-                          for e in ckpt["events"]]
-        self.best_snapshot = ckpt["best_snapshot"]
-        self.finished = ckpt["finished"]
-        rng = ckpt["rng"]
-        torch.set_rng_state(rng["torch"])
-        random.setstate(rng["python"])
-        if rng["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        self.shuffle.set_state(rng["shuffle"])
-        self.strategy_gen.set_state(rng["strategy"])
+        restore_state(self, ckpt)
 
     # ------------------------------------------------------------------ losses
 
@@ -522,18 +437,6 @@ class Trainer:
         write_json(self.run_dir / "summary.json", summary)
         self.rundir.finish()
         return summary
-
-
-def save_model(path: Path, model: GrowableResNet, data: DataBundle, cfg: ExperimentConfig) -> None:
-    """The trained model with what is needed to use it: spec, weights, normalisers, data names, and the
-    forward setting, field decoder and geometry of the data (:func:`pdegrow.inference.model_extras`)."""
-    from pdegrow.inference import model_extras
-
-    save_run_file(path, "model", {"spec": model.spec(), "state": dict(model.state_dict()),
-                                  "input_norm": data.input_norm.state_dict(),
-                                  "target_norm": data.target_norm.state_dict(),
-                                  "config": cfg.to_dict(), "dtype": str(next(model.parameters()).dtype),
-                                  **model_extras(data.path, cfg.data)})
 
 
 def load_run_config(run_dir: str | Path) -> ExperimentConfig:

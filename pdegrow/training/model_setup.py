@@ -1,0 +1,74 @@
+"""The pieces a training run is built from: the device, the seeds, the network for the data, the data loss."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+from pdegrow.data.bundle import DataBundle
+from pdegrow.errors import PdegrowError
+from pdegrow.models.resnet import GrowableResNet
+from pdegrow.training.config import ExperimentConfig
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; ``cuda`` without a GPU is a :class:`PdegrowError`."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise PdegrowError("device = 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's and torch's global generators."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_model(cfg: ExperimentConfig, data: DataBundle) -> GrowableResNet:
+    """The network of ``cfg``'s ``[model]`` for the data's input and target shapes."""
+    m = cfg.model
+    if m.kind == "vit":
+        from pdegrow.models.vit import vit_for_data
+
+        return vit_for_data(m, data.input_shape, data.target_shape, data.geometry)
+    if m.kind == "conv":
+        if not data.is_field:
+            raise PdegrowError(f"[model] kind = 'conv' needs field inputs and targets; the data has input "
+                               f"shape {data.input_shape} and target shape {data.target_shape}")
+        block = {"perceptron": "conv_perceptron", "mlp": "conv"}.get(m.block, m.block)
+        return GrowableResNet.conv(data.input_shape[0], data.target_shape[0], m.width, m.depth, block=block,
+                                   activation=m.activation, kernel_size=m.kernel_size,
+                                   padding_mode=m.padding_mode, hidden=m.hidden, coordinates=m.coordinates)
+    return GrowableResNet.mlp(int(np.prod(data.input_shape)), list(data.target_shape), m.width, m.depth,
+                              block=m.block, activation=m.activation, hidden=m.hidden)
+
+
+def data_loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    """``mse``: mean (ŷ − y)²; ``relative_mse``: mean_b ‖ŷ_b − y_b‖² / ‖y_b‖² (normalised units);
+    ``cross_entropy``: mean_b −Σ_c y_bc log softmax(ŷ_b)_c (ŷ logits, y one-hot or soft labels)."""
+    if kind == "cross_entropy":
+        return -(target.float() * torch.log_softmax(pred.float(), dim=-1)).sum(-1).mean()
+    if kind == "mse":
+        return (pred.float() - target.float()).pow(2).mean() if pred.dtype != target.dtype else \
+            (pred - target).pow(2).mean()
+    b = pred.shape[0]
+    p, t = pred.reshape(b, -1), target.reshape(b, -1)
+    return ((p - t).pow(2).sum(1) / t.pow(2).sum(1).clamp_min(1e-12)).mean()
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: ExperimentConfig) -> Any:
+    """The learning-rate scheduler of ``[optim] scheduler`` (``step``, ``cosine``), or None."""
+    o = cfg.optim
+    if o.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, o.step_size, o.gamma)
+    if o.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.train.max_epochs)
+    return None
+
+
+__all__ = ["build_model", "data_loss", "make_scheduler", "resolve_device", "seed_everything"]
