@@ -13,6 +13,8 @@ from conftest import one_line_error
 from pdegrow.cli import main
 from pdegrow.inference import load_model
 
+pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.*is deprecated:FutureWarning")
+
 CONFIG = """
 [run]
 seed = 0

@@ -64,6 +64,22 @@ def run(args: argparse.Namespace) -> int:
     if pred.reference:
         n_ref = len(pred.reference["sample_indices"])
         print(f"  Bayes reference ({pred.reference['method']}): {n_ref} samples under reference/")
+    if _is_training_file(args.run_dir, args.obs):
+        print("  (the run's own data file: its errors include the training samples; 'pdegrow evaluate' "
+              "scores the test split)")
     if not summary["setting_checked"]:
         print("  (an array carries no forward setting: make sure it was observed as the run's training data)")
     return 0
+
+
+def _is_training_file(run_dir: str, obs: str) -> bool:
+    from pathlib import Path
+
+    from pdegrow.errors import PdegrowError
+    from pdegrow.training.runlog import read_run
+
+    try:
+        data = read_run(run_dir).get("data") if Path(run_dir).is_dir() else None
+    except PdegrowError:
+        return False
+    return bool(data) and Path(data).resolve() == Path(obs).resolve()
