@@ -38,15 +38,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pdegrow.growth.topological import (
+from pdegrow.growth.topological_operators import (
     SIGMA_SECOND_DERIVATIVE,
     BlockOperator,
     DepthOperator,
-    admissible_activation,
     augment,
     choose_method,
     form_blocks,
 )
+from pdegrow.models.activations import silu_tanh
 
 #: Entries of the (rows × k) temporary of one chunk of the matrix-free product.
 CHUNK_ELEMENTS = 1 << 24
@@ -115,7 +115,7 @@ def accumulate_token_operators(
     λ_t = −∂J/∂x_t, J = (1/S) Σ_batches B·loss_batch, one backward per batch.  ``mode``
     "blocks" accumulates A_t (n, n+1, n+1) over the S·N token rows (GEMMs); "features" keeps
     the states and costates for :class:`TokenFeatureOperator`; "auto" picks by
-    :func:`~pdegrow.growth.topological.choose_method`.  Stored blocks keep their (S, N, n)
+    :func:`~pdegrow.growth.topological_operators.choose_method`.  Stored blocks keep their (S, N, n)
     states and costates in ``op.features`` when ``keep_features``.  Returns (operators, J).
     """
     if mode not in ("auto", "blocks", "features"):
@@ -200,7 +200,7 @@ class InsertedAttentionBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         y = attention_mixed_tokens(x, self.wq, self.wk)
-        return admissible_activation(self.eps * F.linear(y, self.weight, self.bias))
+        return silu_tanh(self.eps * F.linear(y, self.weight, self.bias))
 
 
 __all__ = ["CHUNK_ELEMENTS", "InsertedAttentionBlock", "TokenFeatureOperator", "accumulate_token_operators",
