@@ -79,7 +79,7 @@ TABLES: dict[str, list[ArraySpec]] = {
         ArraySpec("operators/cell_stiffness", "(C, 3, 3)", "f", _recipe),
         ArraySpec("operators/load_vector", "(N,)", "f", _recipe),
         ArraySpec("operators/dirichlet_nodes", "(D,)", "i", _recipe),
-        ArraySpec("operators/observation_matrix", "(S, N)", "f", _recipe),
+        ArraySpec("operators/observation_matrix", "(S, N)", "f", _when("degree", 1, 1)),  # degree > 1: v2 on
         ArraySpec("operators/lumped_mass", "(N,)", "f", _recipe),
         ArraySpec("operators/mass_matrix_data", CSR, "f", None),     # older files lack them
         ArraySpec("operators/mass_matrix_indices", CSR, "i", None),
