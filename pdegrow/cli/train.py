@@ -178,5 +178,7 @@ def _train(args: argparse.Namespace, cfg: Any, data: str, distributed: Any) -> i
                 f"(+{arch['n_correctors']} SRL), {arch['n_params']} params")
         print(line)
         errs = ", ".join(f"{k} {v:.4f}" for k, v in test.items() if k.startswith("rel_error"))
-        print(f"  {which}: loss {test['loss']:.4g}, {errs}")
+        worse = any(k.startswith("rel_error") and v is not None and v > 1 for k, v in test.items())
+        print(f"  {which}: loss {test['loss']:.4g}, {errs}"
+              + ("  ⚠ above 1: worse than the prior mean" if worse else ""))
     return 0
