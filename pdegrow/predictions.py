@@ -233,11 +233,54 @@ def write_predictions(pred: Prediction, path: str | Path, overwrite: bool = Fals
                 g["sample_indices"] = pred.reference["sample_indices"]
                 for name, a in pred.reference["estimates"].items():
                     g[name] = a
+            _name_dimensions(f)
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise PdegrowError(f"cannot write {path} ({exc.strerror or exc})") from None
     return path
+
+
+def _name_dimensions(f: Any) -> None:
+    """netCDF-style named dimensions (HDF5 dimension scales at the root), so that
+    ``xarray.open_dataset(path, group="fields", engine="h5netcdf")`` gives ``sample`` × ``node`` (heat)
+    or ``sample`` × ``y`` × ``x`` (Navier–Stokes, with the grid coordinates) shared by every group."""
+    from pdegrow.contract_metadata import dimension_values
+
+    n = int(f.attrs["n_samples"])
+    plan: list[tuple[Any, tuple[str, ...]]] = []
+    for group, first in (("inputs", "sample"), ("predictions", "sample"), ("fields", "sample"),
+                         ("truth", "sample"), ("reference", "reference_sample")):
+        for name, ds in (f[group].items() if group in f else ()):
+            if ds.ndim == 0:
+                continue
+            rest = ds.shape[1:]
+            if len(rest) == 2 and "geometry/grid_x" in f and tuple(f["geometry/grid_x"].shape) == rest:
+                dims: tuple[str, ...] = (first, "y", "x")
+            elif len(rest) == 1 and "geometry/nodes" in f and rest[0] == f["geometry/nodes"].shape[0]:
+                dims = (first, "node")
+            elif len(rest) == 1 and "geometry/sensors" in f and rest[0] == f["geometry/sensors"].shape[0]:
+                dims = (first, "sensor")
+            else:
+                dims = (first, *(f"{group}_{name}_axis{k}" for k in range(1, ds.ndim)))[:ds.ndim]
+            plan.append((ds, dims))
+    if "sample_indices" in f:
+        plan.append((f["sample_indices"], ("sample",)))
+    sizes: dict[str, int] = {"sample": n}
+    for ds, dims in plan:
+        for d, size in zip(dims, ds.shape, strict=True):
+            sizes.setdefault(d, size)
+    scales = {}
+    for dim, size in sizes.items():
+        if dim in f:
+            continue
+        scale = f.create_dataset(dim, data=dimension_values(f, dim, size))
+        scale.make_scale(dim)
+        scales[dim] = scale
+    for ds, dims in plan:
+        for k, dim in enumerate(dims):
+            if dim in scales and ds.shape[k] == scales[dim].shape[0]:
+                ds.dims[k].attach_scale(scales[dim])
 
 
 LONG_NAMES = {"log_conductivity": "recovered log-conductivity m at the mesh nodes",

@@ -52,6 +52,12 @@ def test_predict_data_set_gives_fields_geometry_and_the_trainers_output(trained,
     rel = np.mean(np.linalg.norm(m - true, axis=1) / np.linalg.norm(true, axis=1))
     assert summary["errors"]["rel_error_log_conductivity"] == pytest.approx(rel, rel=1e-6)
     assert summary["setting_checked"] is True
+    # netCDF tools see named dimensions shared by the groups
+    xr = pytest.importorskip("xarray")
+    fields = xr.open_dataset(out, group="fields", engine="h5netcdf")
+    assert fields["log_conductivity"].dims == ("sample", "node") and fields.sizes["node"] == 100
+    inputs = xr.open_dataset(out, group="inputs", engine="h5netcdf")
+    assert inputs["observations"].dims == ("sample", "sensor")
 
 
 def test_predict_npy_csv_and_the_python_model_agree(trained, heat_paper_file, tmp_path, capsys):
