@@ -266,3 +266,20 @@ min_significance = 0.0
     assert summary["epochs"] == 4 and 0.0 <= summary["test"]["error_rate"] <= 1.0
     assert len(events) == 1 and events[0]["where"]["block"]["kind"] == "perceptron"
     assert summary["architecture"]["depth"] == 3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_vit_on_cuda_with_bfloat16_autocast_and_topological_proposal():
+    model, y, t = vit_case()
+    model, y, t = model.float().cuda(), y.float().cuda(), t.float().cuda()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        assert torch.isfinite(model(y)).all()
+    ctx = make_ctx(model, y, t, batch=10)
+    ctx.device = torch.device("cuda")
+    strat = build_strategy("topological_insertion", {"line_search_evals": 10, "method": "lanczos"})
+    prop = strat.propose(ctx)
+    assert prop is not None and prop.predicted_change < 0
+    x = torch.randn(30, 16, 24, device="cuda", dtype=DT)
+    op = TokenFeatureOperator(x, torch.randn_like(x) / 480, chunk_elements=101)
+    torch.testing.assert_close(top_eigenpairs(op, method="lanczos", tol=1e-10, max_basis=25).values,
+                               top_eigenpairs(op, method="dense").values, rtol=1e-8, atol=1e-12)
