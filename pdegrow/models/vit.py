@@ -270,7 +270,8 @@ def vit_for_data(m: Any, input_shape: Sequence[int], target_shape: Sequence[int]
     """The ViT of a ``[model]`` section (``kind = "vit"``) for the data's shapes.
 
     ``depth`` transformer blocks, ``hidden`` the token-MLP widths, ``heads``, ``patch_size``,
-    ``position``.  Vector inputs take their image size from the file's ``geometry/image_shape`` (the digits)
+    ``position``, ``activation`` of the token MLP (``block``, ``kernel_size`` and ``padding_mode``
+    do not apply).  Vector inputs take their image size from the file's ``geometry/image_shape`` (the digits)
     or, failing that, are square single-channel images.
     """
     image_size = None
