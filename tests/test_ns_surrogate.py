@@ -3,6 +3,7 @@ experiments' NS configs load and train on a tiny file from the real generator.""
 
 from __future__ import annotations
 
+import json
 import math
 
 import torch
@@ -37,3 +38,29 @@ def test_coordinates_break_translation_equivariance_and_survive_the_spec():
     torch.testing.assert_close(rebuilt(y), coord(y))
     assert "coordinates" not in plain.spec()["lift"]                      # old specs unchanged
     assert build_module(plain.spec()["lift"]).coordinates is False
+
+
+def test_ns_best_configs_train_a_grown_network_on_a_tiny_file(tmp_path):
+    """experiments/ns-best-T*.toml as shipped (only the sizes shrunk): simulated pairs join the training
+    split, the lift reads coordinates, the network grows, and the run evaluates on the test split."""
+    from conftest import ROOT, run_cli
+
+    from pdegrow.cli import main
+
+    data = tmp_path / "ns.h5"
+    run_cli("generate", "navier-stokes", "--resolution", "8", "--final-time", "0.02", "--set", "dt=0.005",
+            "--set", "noise_level=0.01", "--n-samples", "12", "--seed", "3", "--no-progress",
+            "--out", str(data))
+    for name in ("ns-best-T0.2.toml", "ns-best-T1.toml"):
+        run = tmp_path / name
+        sets = ["data.n_train=6", "data.n_val=3", "data.n_test=3", "data.simulated_inputs=10",
+                "optim.batch_size=8", "train.max_epochs=3", "train.phase_epochs=1", "train.patience=3"]
+        args = ["train", "--config", str(ROOT / "experiments" / name), "--data", str(data), "--out", str(run)]
+        assert main([*args, *[a for s in sets for a in ("--set", s)], "--no-progress"]) == 0
+        summary = json.loads((run / "summary.json").read_text())
+        assert math.isfinite(summary["test"]["rel_error_target"])
+        # grown 1 → 3 blocks by the topological derivative: the size of the fixed depth-2 network
+        # (lift 5·8·9 + 8 with the coordinate channels, conv block 2·(8·8·9 + 8), 2 × (8·8·9 + 8), head 9)
+        assert summary["growth_events"] == 2
+        assert summary["architecture"]["n_params"] == 368 + 1168 + 2 * 584 + 9
+        assert json.loads((run / "config.json").read_text())["model"]["coordinates"] is True
