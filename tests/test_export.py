@@ -102,6 +102,12 @@ def test_conv_image_model_exports(tmp_path):
     got = torch.jit.load(str(tmp_path / "run" / "model.torchscript.pt"))(torch.as_tensor(x)).numpy()
     assert got.shape == (3, 6, 6)
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    # ONNX: circular padding and float64 survive the export
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    assert main(["export", str(tmp_path / "run"), "--format", "onnx"]) == 0
+    session = ort.InferenceSession(str(tmp_path / "run" / "model.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"observations": x})[0], want, rtol=1e-10, atol=1e-12)
 
 
 def test_export_bad_format_and_path(heat_run, capsys):
