@@ -404,12 +404,13 @@ class Run:
         md = [p for p in files if Path(p).name == "report.md"]
         return Path(md[0]) if md else Path(out or self.path / "report") / "report.md"
 
-    def export(self, format: str = "torchscript", out: str | os.PathLike | None = None) -> Path:
+    def export(self, format: str = "torchscript", out: str | os.PathLike | None = None,
+               dtype: str | None = None) -> Path:
         """Export the model with its normalisers baked in (``pdegrow export``): ``torchscript`` or
         ``onnx``."""
         from pdegrow.export import export_model
 
-        return export_model(self.model, format, out)
+        return export_model(self.model, format, out, dtype=dtype)
 
 
 def load_run(path: str | os.PathLike) -> Run:

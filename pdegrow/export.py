@@ -75,25 +75,30 @@ def reference_output(pm: PortableModel, obs: np.ndarray) -> np.ndarray:
 
 
 def export_model(pm: PortableModel, format: str = "torchscript", out: str | os.PathLike | None = None,
-                 check_samples: int = 4) -> Path:
+                 check_samples: int = 4, dtype: str | None = None) -> Path:
     """Write ``pm`` as TorchScript (``torch.jit.load``-able) or ONNX (``onnxruntime``-runnable) to ``out``
     (default ``RUN/model.torchscript.pt`` / ``RUN/model.onnx``), then check the exported graph against
     the model on ``check_samples`` random inputs of the right shape (max relative difference 1e-5 in
-    float32, 1e-10 in float64); returns the path."""
+    float32, 1e-10 in float64); returns the path. ``dtype`` (``"float32"``/``"float64"``) casts the
+    graph (default: the model's own; onnxruntime's CPU kernels have no float64 convolution)."""
     if format not in FORMATS:
         raise PdegrowError(f"unknown export format {format!r} (one of {', '.join(FORMATS)})")
     if pm.input_shape is None:
         raise PdegrowError("the model file holds no input shape; retrain the run with this version")
     out = Path(out) if out is not None else (pm.path or Path("model.pt")).with_name(f"model{SUFFIX[format]}")
+    if dtype not in (None, "float32", "float64"):
+        raise PdegrowError(f"unknown export dtype {dtype!r} (float32 or float64)")
     baked = BakedModel(pm).eval()
-    dtype = baked.in_mean.dtype
+    if dtype is not None:
+        baked = baked.to(torch.float32 if dtype == "float32" else torch.float64)
+    dtype_t = baked.in_mean.dtype
     rng = np.random.default_rng(0)
     # inputs around the training distribution: mean ± std of the (transformed) training inputs
     z = rng.standard_normal((check_samples, *pm.input_shape))
     x = _like_input(pm.input_norm.mean, pm.input_shape) + z * _like_input(pm.input_norm.std, pm.input_shape)
     if pm.transform == "log":
         x = np.exp(x)
-    example = torch.as_tensor(x, dtype=dtype)
+    example = torch.as_tensor(x, dtype=dtype_t)
     tmp = out.with_name(out.name + ".tmp")
     try:
         tmp.write_bytes(b"")   # the exporters' own errors for an unwritable path are not OSErrors
@@ -114,7 +119,7 @@ def export_model(pm: PortableModel, format: str = "torchscript", out: str | os.P
         tmp.unlink(missing_ok=True)
         raise
     want = reference_output(pm, x)
-    tol = 1e-10 if dtype == torch.float64 else 1e-5
+    tol = 1e-10 if dtype_t == torch.float64 else 1e-5
     err = float(np.abs(got.reshape(want.shape) - want).max() / max(np.abs(want).max(), 1e-30))
     if not err <= tol:
         out.unlink(missing_ok=True)
@@ -148,8 +153,13 @@ def _export_onnx(baked: BakedModel, example: torch.Tensor, path: Path) -> np.nda
                               dynamo=True, external_data=False, verbose=False)
     finally:
         quiet.setLevel(level)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return np.asarray(session.run(None, {"observations": example.numpy()})[0], dtype=np.float64)
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return np.asarray(session.run(None, {"observations": example.numpy()})[0], dtype=np.float64)
+    except Exception as exc:  # onnxruntime's own error types: a graph it cannot run
+        hint = " (export with --dtype float32)" if example.dtype == torch.float64 else ""
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise PdegrowError(f"onnxruntime cannot run the exported graph{hint}: {msg}") from None
 
 
 __all__ = ["FORMATS", "BakedModel", "export_model"]

@@ -27,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="export format (default: %(default)s)")
     p.add_argument("--out", metavar="FILE",
                    help="output file (default: RUN/model.torchscript.pt or RUN/model.onnx)")
+    p.add_argument("--dtype", choices=("float32", "float64"),
+                   help="cast the graph (default: the model's own dtype; onnxruntime has no float64 "
+                   "convolution on the CPU)")
     p.set_defaults(run=run)
 
 
@@ -34,6 +37,6 @@ def run(args: argparse.Namespace) -> int:
     from pdegrow.export import export_model
     from pdegrow.inference import load_model
 
-    out = export_model(load_model(args.run_dir), args.format, args.out)
+    out = export_model(load_model(args.run_dir), args.format, args.out, dtype=args.dtype)
     print(f"{out}: {args.format}, checked against the model")
     return 0
