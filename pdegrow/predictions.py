@@ -12,14 +12,15 @@ Observations come as
 The output file (schema ``pdegrow-predictions`` version 1) plots without pdegrow::
 
     attrs        schema, schema_version, problem, run, observations, setting_hash, created, n_samples
-    inputs/NAME        (n, …)   the observations used
-    predictions/NAME   (n, …)   the network's output in physical units (e.g. KL coefficients)
+    inputs/observations (n, …)  the observations used (sensor values, or w(T) images)
+    predictions/target (n, …)   the network's output in physical units (e.g. KL coefficients)
     fields/NAME        (n, …)   recovered fields: heat log_conductivity m and conductivity e^m at the
                                 mesh nodes; Navier–Stokes vorticity_0 images (axis 0 = y, axis 1 = x)
     geometry/NAME               heat: nodes (N, 2), cells (C, 3), sensors (S, 2); NS: grid_x, grid_y
     sample_indices     (n,)     rows of the data set (data-set input only)
     truth/NAME         (n, …)   the data set's true fields (when it has them)
     reference/…                 a reference's sample_indices and estimates (mean_m, std_m, map_w0, …)
+    sample, node, sensor, y, x  dimension scales: netCDF tools (xarray + h5netcdf) see named axes
 
 e.g. ``plt.tripcolor(*nodes.T, cells, fields["log_conductivity"][0])`` or
 ``plt.pcolormesh(grid_x, grid_y, fields["vorticity_0"][0])``.
