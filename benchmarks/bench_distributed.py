@@ -16,8 +16,9 @@ every W does the same optimisation. Printed for each W:
              sync, loss before/after on the training set, validation, re-wrap)
   stats      the growth-statistics pass of the neuron-growth strategies (one forward + backward
              over the training set, second moments of every hidden layer): each rank passes over
-             its share and the moments are all-reduced; ``stats ratio`` is its time over the
-             1-process time (``--stats-only`` measures only this)
+             its share and the moments are all-reduced; ``ratio`` is its wall time over the
+             1-process time, ``cpu ratio`` the CPU time of rank 0's process over the 1-process one
+             (what a rank costs; on a machine with fewer free cores than ranks only this halves)
 
 and the 1-process plain Trainer (no process group, no DDP) for reference. The machine's load
 average is printed with the table: on a shared machine the numbers move with it.
@@ -81,7 +82,7 @@ def measure(trainer, epochs: int, barrier=lambda: None) -> dict[str, float]:
         barrier()
         times.append(time.perf_counter() - t)
     out = {"epoch": statistics.median(times), "n_train": len(trainer.data.train),
-           "stats": stats_pass(trainer, barrier)}
+           **dict(zip(("stats", "stats_cpu"), stats_pass(trainer, barrier), strict=True))}
     rewrap = []
     if hasattr(trainer, "_wrap"):
         for _ in range(5):
@@ -104,19 +105,20 @@ def measure(trainer, epochs: int, barrier=lambda: None) -> dict[str, float]:
     return out
 
 
-def stats_pass(trainer, barrier=lambda: None, repeats: int = 3) -> float:
-    """Median wall time of one sharded, all-reduced growth-statistics pass."""
+def stats_pass(trainer, barrier=lambda: None, repeats: int = 3) -> tuple[float, float]:
+    """Median wall time and CPU time (this process) of one sharded, all-reduced growth-statistics pass."""
     from pdegrow.growth.statistics import gather_statistics
 
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
         barrier()
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         batches, reduce = trainer.ctx.share()
         gather_statistics(trainer.model, batches, trainer.ctx.batch_loss, reduce=reduce)
         barrier()
         times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        cpu.append(time.process_time() - c)
+    return statistics.median(times), statistics.median(cpu)
 
 
 def worker(rank: int, world: int, port: int, data: str, root: str, args: argparse.Namespace) -> None:
@@ -168,18 +170,20 @@ def main() -> None:
             rows[f"DDP gloo W={w}"] = (w, torch.load(Path(tmp) / f"w{w}.pt"))
         load_after = os.getloadavg()
     base = rows.get("DDP gloo W=1", (1, ref))[1]["epoch"]
+    plain = rows["plain (no DDP)"][1]
     n_train = rows["plain (no DDP)"][1]["n_train"]
     print(f"{args.samples} samples ({n_train} training), MLP width {args.width}, "
           f"global batch {args.batch_size}, 1 thread a process, {os.cpu_count()} CPUs")
     print(f"{'':16} {'epoch':>9} {'samples/s':>10} {'speed-up':>9} {'eff.':>6} {'rewrap':>9} "
-          f"{'grow':>9} {'rewrap/ep':>10} {'grow/ep':>8} {'stats':>9} {'stats ratio':>11}")
+          f"{'grow':>9} {'rewrap/ep':>10} {'grow/ep':>8} {'stats':>9} {'ratio':>6} {'cpu ratio':>9}")
     for name, (w, r) in rows.items():
         rw = r.get("rewrap")
         print(f"{name:16} {r['epoch'] * 1e3:7.1f}ms {r['n_train'] / r['epoch']:10.0f} "
               f"{base / r['epoch']:9.2f} {base / (w * r['epoch']):6.0%} "
               f"{(f'{rw * 1e3:7.2f}ms') if rw is not None else '-':>9} {r['grow'] * 1e3:7.1f}ms "
               f"{(f'{rw / r["epoch"]:10.2%}') if rw is not None else '-':>10} {r['grow'] / r['epoch']:8.2f} "
-              f"{r['stats'] * 1e3:7.1f}ms {r['stats'] / rows['plain (no DDP)'][1]['stats']:11.2f}")
+              f"{r['stats'] * 1e3:7.1f}ms {r['stats'] / plain['stats']:6.2f} "
+              f"{r['stats_cpu'] / plain['stats_cpu']:9.2f}")
     fmt = lambda load: " ".join(f"{x:.2f}" for x in load)  # noqa: E731
     print(f"load average (1, 5, 15 min): before {fmt(load_before)}, after {fmt(load_after)}")
 
