@@ -14,6 +14,14 @@ their own defaults: the old one checkpointed and rewrote ``metrics.csv`` every e
 
 ``--generate N`` times `pdegrow generate heat` (the `paper` recipe, N samples, one rank) instead,
 and checks that the two files hold the same arrays (the old one chunked one sample a chunk).
+
+Measured (2 shared CPU cores, load average 9–13; before = commit 4b0f867, after = the I/O change
+with the collective-aware trainer):
+
+  train, heat `paper`, topological insertion, 1500 epochs, 2 runs each: median CPU 35.5 s → 29.1 s
+      (ratio 0.82); validation and test metrics, architecture and growth events identical
+  generate heat `paper`, 2000 samples, 1 rank, 3 runs each: median CPU 2.20 s → 1.78 s (ratio
+      0.81); the same arrays, file 4.02 MB → 3.19 MB
 """
 
 from __future__ import annotations
