@@ -25,7 +25,8 @@ def test_run_json_records_device_versions_command_and_relative_data(heat_paper_f
     cfg = write_tiny_config(tmp_path)
     proc = run_cli("train", "--config", str(cfg), "--data", str(data), "--out", str(home / "runs" / "a"),
                    "--no-progress")
-    assert "device auto -> cpu" in proc.stderr or "device auto -> cuda" in proc.stderr
+    assert "device auto -> cpu" in proc.stdout or "device auto -> cuda" in proc.stdout
+    assert proc.stderr == ""
     info = json.loads((home / "runs" / "a" / "run.json").read_text())
     assert info["device"] in ("cpu", "cuda:0", "cuda")
     assert info["torch"] == torch.__version__ and "cuda" in info

@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         with terminate_as_interrupt():
-            if not (args.distributed or distributed.launched_by_torchrun()):
+            if not (args.json or args.distributed or distributed.launched_by_torchrun()):
                 announce_device(cfg.run.device)
             return _train(args, cfg, data, distributed)
     except Interrupted as exc:
@@ -135,7 +135,7 @@ def resume_hint(out: Path) -> str:
 
 
 def announce_device(device: str) -> None:
-    """Say on stderr which device ``device = "auto"`` chose."""
+    """Say (on stdout: stderr holds only errors, one line each) which device ``device = "auto"`` chose."""
     if device != "auto":
         return
     import torch
@@ -144,7 +144,7 @@ def announce_device(device: str) -> None:
         chosen = f"cuda ({torch.cuda.get_device_name(0)})"
     else:
         chosen = "cpu (no CUDA device)"
-    print(f"pdegrow train: device auto -> {chosen}", file=sys.stderr)
+    print(f"pdegrow train: device auto -> {chosen}", flush=True)
 
 
 def _train(args: argparse.Namespace, cfg: Any, data: str, distributed: Any) -> int:
