@@ -76,6 +76,8 @@ case "${1:-help}" in
                     --out experiments/results/wind-reference.md
                 "$BIN/python" experiments/summarise_study.py runs/study-wind --metrics rel_error_target mse_target \
                     rel_error_level0 rel_error_level1 rel_error_level3 rel_error_level5
+                "$BIN/python" experiments/wind_divergence_table.py runs/study-wind datasets/wind-study.h5 \
+                    --out experiments/results/wind-divergence.md
                 "$BIN/python" experiments/wind_study_figures.py runs/study-wind datasets/wind-study.h5 ;;
   diabetes)     compare study-prototypes-diabetes ;;
   boston)       "$BIN/python" experiments/prototype_data.py boston --overwrite
