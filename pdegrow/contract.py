@@ -161,8 +161,11 @@ def dataset_info(path: str | os.PathLike) -> dict[str, Any]:
         arrays: dict[str, dict[str, Any]] = {}
 
         def visit(name: str, obj: Any) -> None:
-            if isinstance(obj, h5py.Dataset):
+            if isinstance(obj, h5py.Dataset) and "/" in name:   # not the root's dimension scales
                 arrays[name] = {"shape": list(obj.shape), "dtype": str(obj.dtype)}
+                dims = [_scale_name(obj.dims[k]) for k in range(obj.ndim)]
+                if any(dims):
+                    arrays[name]["dims"] = dims
 
         f.visititems(visit)
         return {
@@ -194,5 +197,12 @@ def format_info(info: dict[str, Any]) -> str:
     width = max(len(n) for n in info["datasets"]) if info["datasets"] else 0
     for name, spec in sorted(info["datasets"].items()):
         shape = "×".join(str(s) for s in spec["shape"]) or "scalar"
-        lines.append(f"    {name:<{width}}  {shape:<16} {spec['dtype']}")
+        dims = f"  ({', '.join(spec['dims'])})" if spec.get("dims") else ""
+        lines.append(f"    {name:<{width}}  {shape:<16} {spec['dtype']:<8}{dims}".rstrip())
     return "\n".join(lines)
+
+
+def _scale_name(axis: Any) -> str:
+    """The dimension name of one axis of a dataset (its attached scale), or "" when it has none."""
+    names = [str(n) for n in axis.keys()]
+    return names[-1] if names else ""

@@ -3,6 +3,7 @@ files of schema version 1 (no dimension scales) still load and train."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import h5py
@@ -37,6 +38,9 @@ def test_heat_groups_share_named_dimensions(heat_paper_file: Path) -> None:
     assert geometry["nodes"].dims == ("node", "coordinate") and geometry.sizes["node"] == len(nodes)
     assert geometry["cells"].dims == ("cell", "vertex") and geometry.sizes["cell"] == len(cells)
     assert operators["kl_basis"].dims == ("node", "mode")
+    info = json.loads(run_cli("info", str(heat_paper_file), "--json").stdout)
+    assert info["datasets"]["targets/log_conductivity"]["dims"] == ["sample", "node"]
+    assert "sample" not in info["datasets"]                     # the scales are not listed as data
     assert operators["observation_matrix"].dims == ("sensor", "node")
     assert targets.sizes["node"] == operators.sizes["node"] == len(nodes)
     for ds in (inputs, targets, geometry, operators):
