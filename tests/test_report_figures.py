@@ -249,3 +249,15 @@ strategy = "fixed"
     assert (report / "fields.png").stat().st_size > 10_000
     assert (report / "layer_evolution.png").is_file()
     assert "![fields](fields.png)" in (report / "report.md").read_text()
+
+
+def test_a_compare_panel_without_runs_says_so() -> None:
+    from pdegrow.comparison.figures import _legend_or_note
+
+    fig, (empty, full) = plt.subplots(1, 2)
+    full.plot([1, 2], [3, 4], label="fixed")
+    _legend_or_note(empty)
+    _legend_or_note(full)
+    assert [t.get_text() for t in empty.texts] == ["no finished run yet"] and empty.get_legend() is None
+    assert full.get_legend() is not None and not full.texts
+    plt.close(fig)

@@ -49,6 +49,16 @@ def log_axis(ax: Any, axis: str = "x") -> None:
     target.set_minor_formatter(NullFormatter())
 
 
+def _legend_or_note(ax: Any) -> None:
+    """The strategies' legend, or, on a panel with nothing drawn (no run of that data set finished),
+    a note saying so instead of an empty frame."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no finished run yet", transform=ax.transAxes, ha="center", va="center",
+                color="0.4")
+
+
 def _colours(plt: Any, n: int) -> list[Any]:
     if n <= 10:
         return list(plt.rcParams["axes.prop_cycle"].by_key()["color"])
@@ -84,7 +94,7 @@ def _scatter(cfg: CompareConfig, runs: list[dict[str, Any]], metric: str, xkey: 
             log_axis(ax, "x")
         ax.tick_params(axis="x", labelrotation=30, labelsize=8)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        _legend_or_note(ax)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -120,7 +130,7 @@ def _loss_curves(cfg: CompareConfig, out: Path, results: list[dict[str, Any]], p
         ax.set_xlabel("epoch")
         ax.set_ylabel("validation loss")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        _legend_or_note(ax)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
