@@ -101,6 +101,18 @@ def test_the_training_split_gets_the_draws_normalised_like_the_file(ns_full):
                                torch.as_tensor(sim["targets/vorticity_0"]))
     torch.testing.assert_close(data.to_physical_input(data.train.inputs[6:])[:, 0],
                                torch.as_tensor(sim["inputs/vorticity_T"]))
+    # the normalisers are the file's training samples' unless asked to include the simulated ones
+    torch.testing.assert_close(data.input_norm.mean, plain.input_norm.mean)
+    both = prepare_data(str(ns_full), _data_cfg(simulated_inputs=4, normalize_with_simulated=True), 0,
+                        torch.device("cpu"), torch.float64)
+    x_all = torch.cat([plain.to_physical_input(plain.train.inputs),
+                       torch.as_tensor(sim["inputs/vorticity_T"])[:, None]])
+    torch.testing.assert_close(both.input_norm.mean, x_all.mean(0))
+    torch.testing.assert_close(both.input_norm.inverse(both.train.inputs), x_all)
+    w_all = torch.cat([plain.to_physical_target(plain.train.targets),
+                       torch.as_tensor(sim["targets/vorticity_0"])[:, None]])
+    torch.testing.assert_close(both.to_physical_target(both.train.targets), w_all)
+    assert abs(float(both.target_norm.std) / float(w_all.std(unbiased=False)) - 1) < 1e-9
 
 
 def test_refusals_are_one_line(ns_full, tmp_path):

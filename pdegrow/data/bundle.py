@@ -61,7 +61,8 @@ def _check_name(f: Any, name: str, path: str) -> None:
 def prepare_data(path: str, cfg: DataConfig, seed: int, device: torch.device,
                  dtype: torch.dtype = torch.float32, splits: dict[str, list[int]] | None = None,
                  ) -> DataBundle:
-    """Open ``path``, split it (or reuse ``splits``), fit normalisers on the training split only,
+    """Open ``path``, split it (or reuse ``splits``), fit normalisers on the training split only
+    (``cfg.normalize_with_simulated``: and on the ``cfg.simulated_inputs`` simulated samples),
     add ``cfg.noisy_copies`` noisy copies of each training input, and load the splits
     (in memory when they fit ``cfg.memory_limit_mb``, else lazily)."""
     with open_dataset(path, cfg.problem or None) as f:
@@ -103,8 +104,16 @@ def prepare_data(path: str, cfg: DataConfig, seed: int, device: torch.device,
         x_train = as_t(input_transform(np.concatenate(x_all), cfg.input_transform), field_in)
         if not np.isfinite(x_train.numpy()).all() or not np.isfinite(y_tr).all():
             raise DataContractError(f"{path}: training inputs or targets contain NaN/inf")
-        input_norm = Standardizer.fit(x_train, cfg.normalize_inputs)
-        target_norm = Standardizer.fit(as_t(y_tr, field_out), cfg.normalize_targets)
+        sim = None
+        if cfg.simulated_inputs:
+            if not in_memory:
+                raise PdegrowError("simulated_inputs needs the data set in memory ([data] in_memory)")
+            sim = _simulate(problem, cfg, ops, geom, noise, seed, path, dtype)
+        fit_x, fit_y = x_train, as_t(y_tr, field_out)
+        if sim is not None and cfg.normalize_with_simulated:
+            fit_x, fit_y = torch.cat([fit_x, sim[0]]), torch.cat([fit_y, sim[1]])
+        input_norm = Standardizer.fit(fit_x, cfg.normalize_inputs)
+        target_norm = Standardizer.fit(fit_y, cfg.normalize_targets)
         input_shape = tuple(x_train.shape[1:])
         target_shape = tuple(y_tr.shape[1:]) if not field_out else (1, *y_tr.shape[1:])
 
@@ -129,36 +138,38 @@ def prepare_data(path: str, cfg: DataConfig, seed: int, device: torch.device,
 
         make = memory_split if in_memory else lazy_split
         train = make(splits["train"], cfg.noisy_copies)
-        if cfg.simulated_inputs:
-            if not in_memory:
-                raise PdegrowError("simulated_inputs needs the data set in memory ([data] in_memory)")
-            train = _with_simulated(train, problem, cfg, ops, geom, noise, seed, n, input_norm, target_norm,
-                                    dtype, device, path)
+        if sim is not None:
+            train = _with_simulated(train, sim, n, input_norm, target_norm, device)
         val = make(splits["val"], 0)
         test = make(splits["test"], 0)
     return DataBundle(str(path), problem, file_config, cfg, splits, train, val, test, input_norm, target_norm,
                       input_shape, target_shape, ops, geom, noise, in_memory)
 
 
-def _with_simulated(train: MemorySplit, problem: str, cfg: DataConfig, ops: dict[str, np.ndarray],
-                    geom: dict[str, np.ndarray], noise: tuple[float, str], seed: int, n_file: int,
-                    input_norm: Standardizer, target_norm: Standardizer, dtype: torch.dtype,
-                    device: torch.device, path: str) -> MemorySplit:
-    """``train`` plus ``cfg.simulated_inputs`` prior-predictive samples of ``problem``'s simulator
-    (:mod:`pdegrow.data.simulators`; groups n_file, n_file + 1, …); the normalisers stay those of
-    the file's training samples."""
+def _simulate(problem: str, cfg: DataConfig, ops: dict[str, np.ndarray], geom: dict[str, np.ndarray],
+              noise: tuple[float, str], seed: int, path: str, dtype: torch.dtype
+              ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """``cfg.simulated_inputs`` prior-predictive samples of ``problem``'s simulator
+    (:mod:`pdegrow.data.simulators`), in physical units: (inputs, targets, aux); 2-D fields get the
+    channel axis, as the file's do."""
     from pdegrow.data.simulators import SimulationRequest, simulate
 
     req = SimulationRequest(str(path), ops, geom, noise, cfg.simulated_inputs, seed)
     sim = simulate(problem, req, (cfg.input, cfg.target, *cfg.aux))
 
-    def as_t(a: np.ndarray) -> torch.Tensor:          # 2-D fields get the channel axis, as the file's do
+    def as_t(a: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(a[:, None] if a.ndim == 3 else a, dtype=dtype)
 
-    x = as_t(input_transform(sim[cfg.input], cfg.input_transform))
-    y = as_t(sim[cfg.target])
-    groups = torch.arange(n_file, n_file + cfg.simulated_inputs)
-    aux = {k: torch.as_tensor(sim[k], dtype=dtype) for k in cfg.aux}
+    return (as_t(input_transform(sim[cfg.input], cfg.input_transform)), as_t(sim[cfg.target]),
+            {k: torch.as_tensor(sim[k], dtype=dtype) for k in cfg.aux})
+
+
+def _with_simulated(train: MemorySplit, sim: tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]],
+                    n_file: int, input_norm: Standardizer, target_norm: Standardizer,
+                    device: torch.device) -> MemorySplit:
+    """``train`` plus the simulated samples ``sim`` of :func:`_simulate` (groups n_file, n_file + 1, …)."""
+    x, y, aux = sim
+    groups = torch.arange(n_file, n_file + len(x))
     extra = MemorySplit(input_norm.transform(x), target_norm.transform(y), groups, aux).to(device)
     return MemorySplit(torch.cat([train.inputs, extra.inputs]), torch.cat([train.targets, extra.targets]),
                        torch.cat([train.groups, extra.groups]),

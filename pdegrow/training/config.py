@@ -45,6 +45,8 @@ class DataConfig:
     simulated_inputs: int = 0              # heat (KL prior), navier_stokes: extra training samples drawn from
                                            # the prior predictive with the file's own forward model
                                            # (1 solve / 1 forward run each; data/simulators.py)
+    normalize_with_simulated: bool = False  # fit the normalisers on the simulated samples too (default:
+                                           # on the file's training samples only)
     clean_input: str = "inputs/observations_clean"
     input_transform: Literal["none", "log"] = "none"   # applied to raw inputs (and noisy copies)
     normalize_inputs: Literal["feature", "scalar", "none"] = "feature"
