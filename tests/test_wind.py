@@ -180,8 +180,13 @@ def test_bad_wind_input_gets_one_line_and_leaves_nothing(tmp_path, capsys, args,
 def test_random_terrain_stores_the_ground_per_sample(tmp_path):
     out = tmp_path / "r.h5"
     assert main(["generate", "wind", *SMALL, "--n-samples", "2", "--set", 'terrain="random"',
-                 "--out", str(out)]) == 0
+                 "--set", 'components="uv"', "--out", str(out)]) == 0
     with h5py.File(out) as f:
+        assert f["inputs/observations"].shape == (2, 3 * 3 * 2)          # masts × heights × (u, v)
+        image = f["inputs/mast_image"][()]
+        assert image.shape == (2, 3 * 2 + 1, 6, 6) and image[:, -1].sum() == 2 * 3
+        np.testing.assert_allclose(np.sort(image[0, :-1][:, image[0, -1] > 0].ravel()),
+                                   np.sort(f["inputs/observations"][0]))
         terrain, z = f["inputs/terrain"][()], f["targets/grid_z"][()]
         assert terrain.shape == (2, 6, 6) and not np.allclose(terrain[0], terrain[1])
         np.testing.assert_allclose(z[:, 0], terrain)
