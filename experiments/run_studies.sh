@@ -41,7 +41,8 @@ case "${1:-help}" in
                     --n-test 500 --threads 1 --no-progress --overwrite
                 compare study-heat-sensors50
                 compare study-heat-sensors50-labelled
-                for s in study-heat-sensors50 study-heat-sensors50-labelled; do
+                compare study-heat-sensors50-sim5000
+                for s in study-heat-sensors50-labelled study-heat-sensors50-sim5000 study-heat-sensors50; do
                     "$BIN/python" experiments/summarise_study.py "runs/$s" --metrics rel_error_field rel_error_conductivity
                     "$BIN/python" experiments/paired_tests.py "runs/$s" --pairs topological_insertion:fixed-same-size \
                         topological_insertion:random_insertion topological_insertion:topological-fraction05
