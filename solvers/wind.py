@@ -271,6 +271,9 @@ class WindProblem:
         self.mast_columns = np.column_stack([  # (row j, column i) of the grid column nearest to each mast
             np.rint(self.masts[:, 1] / L * (r.grid_ny - 1)), np.rint(self.masts[:, 0] / L * (r.grid_nx - 1))
         ]).astype(np.int64)
+        inside = np.clip(self.masts, 1e-9 * L, (1 - 1e-9) * L)
+        self.mast_ground_matrix = self._locate(  # the ground below each mast, on the reference mesh
+            np.column_stack([inside, np.full(len(self.masts), 1e-9 * H)]), "mast")
         self.hills: np.ndarray | None = None
         if r.terrain == "fixed":
             self.set_terrain(fixed_hills(r))
@@ -303,11 +306,10 @@ class WindProblem:
         self.lumped_mass = fem.assemble_vector(self.volume_form).array.copy()
         self.ksp.setOperators(self.A)
         self.ksp.setUp()
-        self.mast_points = np.concatenate([
-            np.column_stack([np.repeat(self.masts, len(r.mast_heights), axis=0), np.zeros(
-                len(self.masts) * len(r.mast_heights))])])
-        ground = gaussian_hills(self.masts[:, 0], self.masts[:, 1], hills)
-        self.mast_points[:, 2] = (ground[:, None] + np.asarray(r.mast_heights)[None, :]).ravel()
+        # heights above the mesh's (piecewise-linear) ground, so that every sensor is inside the mesh
+        ground = self.mast_ground_matrix @ self.dofs[:, 2]
+        self.mast_points = np.column_stack([np.repeat(self.masts, len(r.mast_heights), axis=0),
+                                            (ground[:, None] + np.asarray(r.mast_heights)[None, :]).ravel()])
         self.mast_matrix = self._locate(self.mast_points, "mast sensor", self._mast_label)
         self.grid_points = self.grid_matrix @ self.dofs                 # (P, 3) physical
 

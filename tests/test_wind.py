@@ -93,6 +93,12 @@ def test_a_sample_is_mass_consistent_and_drawn_from_the_rng_alone():
     np.testing.assert_array_equal(a["targets/velocity_nodes"], u)
     np.testing.assert_allclose(a["targets/velocity"], p.to_grid(u))
     assert np.abs(lam).max() > 0 and np.all(lam[~p.free] == 0)
+    # the sensors sit at their heights above the mesh's ground (its P1 interpolant below the mast)
+    ground = p.mast_ground_matrix @ p.dofs[:, 2]
+    heights = np.tile(p.recipe.mast_heights, len(p.masts))
+    np.testing.assert_allclose(p.mast_points[:, 2] - np.repeat(ground, len(p.recipe.mast_heights)), heights,
+                               rtol=1e-12)
+    assert np.all(np.abs(ground - gaussian_hills(p.masts[:, 0], p.masts[:, 1], p.hills)) < 60.0)
     # the stored u is tangent to the ground at the ground nodes: u·n = 0 to round-off
     ground = u[p.ground_dofs]
     assert np.abs((ground * p.ground_normals).sum(1)).max() < 1e-12 * np.abs(ground).max()
