@@ -361,9 +361,9 @@ class Run:
 
     def events(self) -> list[dict[str, Any]]:
         """One dict per growth event (``events.jsonl``): where, predicted and realised loss change."""
-        from pdegrow.training.runlog import read_jsonl
+        from pdegrow.training.runlog import read_events
 
-        return read_jsonl(self.path / "events.jsonl")
+        return read_events(self.path)
 
     @property
     def model(self) -> Any:

@@ -29,7 +29,7 @@ from pdegrow.errors import PdegrowError
 from pdegrow.locks import LOCK_NAME, DirectoryLock
 from pdegrow.plots import PRIOR_MEAN_NOTE
 from pdegrow.report_fields import plot_fields, plot_layer_evolution
-from pdegrow.training.runlog import read_jsonl, read_run
+from pdegrow.training.runlog import read_events, read_jsonl, read_run
 
 TOPOLOGICAL_STRATEGY = "topological_insertion"
 
@@ -180,7 +180,7 @@ def write_report(run_dir: str | Path, data_path: str | None = None, out: str | P
 def _write_report_files(run_dir: Path, info: dict[str, Any], out: Path, data_path: str | None,
                         n_examples: int, reference: str | None) -> list[Path]:
     rows = read_jsonl(run_dir / "metrics.jsonl")
-    events = read_jsonl(run_dir / "events.jsonl")
+    events = read_events(run_dir)  # growth events (not the pruning between them)
     written: list[Path] = []
     if rows:
         plot_loss_curves(rows, events, out / "loss_curves.png")

@@ -69,11 +69,20 @@ def test_layerwise_run_grows_logs_and_evaluates(tmp_path, heat_paper_file, capsy
     assert main(["train", "--config", str(_config(tmp_path)), "--data", str(heat_paper_file),
                  "--out", str(out), "--no-progress", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    events = [e for e in lines if e["kind"] == "growth"]
     actions = [e["where"]["action"] for e in events]
     assert actions == ["insert", "insert", "insert", "corrector"]
     for e in events:  # identity blocks / zero correctors: the loss does not move at insertion
         assert e["realised_change"] == 0.0 and e["predicted_change"] == 0.0
+    # pruning (prune_tol) of each trained block is its own event, logged before the next proposal,
+    # with the loss before and after it; the growth events' changes do not include it
+    prunes = [e for e in lines if e["kind"] == "prune"]
+    assert [e["where"] for e in prunes] == [{"action": "prune", "depth": d} for d in (1, 2, 3)]
+    assert [e["epoch"] for e in prunes] == [e["epoch"] for e in events[1:]]
+    for e in prunes:
+        assert e["n_params_before"] == e["n_params_after"] and e["info"]["weights_pruned"] >= 0
+        assert e["realised_change"] == e["loss_after"] - e["loss_before"]
     assert summary["architecture"]["depth"] == 4 and summary["architecture"]["n_correctors"] == 1
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == summary["epochs"] and "term_manifold" in rows[0] and "term_physics" in rows[0]

@@ -15,7 +15,7 @@ from typing import Any
 
 from pdegrow.comparison.config import CompareConfig
 from pdegrow.comparison.table import summarise
-from pdegrow.training.runlog import read_jsonl
+from pdegrow.training.runlog import read_events, read_jsonl
 
 
 def _plt() -> Any:
@@ -121,7 +121,7 @@ def _loss_curves(cfg: CompareConfig, out: Path, results: list[dict[str, Any]], p
             val = [r["val_loss"] for r in rows]
             ax.plot(ep, val, color=c, lw=1, alpha=0.7, label=None if s in labelled else s)
             labelled.add(s)
-            events = read_jsonl(run_dir / "events.jsonl")
+            events = read_events(run_dir)
             by_epoch = {r["epoch"]: r["val_loss"] for r in rows}
             ev = [e["epoch"] for e in events if e["epoch"] in by_epoch]
             ax.scatter(ev, [by_epoch[e] for e in ev], color=c, s=10, zorder=3)

@@ -139,12 +139,17 @@ def epoch_batches(n: int, batch_size: int, generator: torch.Generator | None,
     return [torch.cat([members[g] for g in chunk.tolist()]) for chunk in gorder.split(per)]
 
 
+def item_groups(split: Split) -> torch.Tensor | None:
+    """The group (the file sample its noisy copies come from) of every item of ``split``, on the CPU."""
+    if isinstance(split, LazySplit):
+        return torch.arange(len(split)) % len(split.file_indices)
+    return None if split.groups is None else split.groups.cpu()
+
+
 def iterate(split: Split, batch_size: int, generator: torch.Generator | None = None,
             keep_groups: bool = False) -> Iterator[Batch]:
-    """One epoch of batches of ``split`` (shuffled by ``generator`` when given)."""
-    groups = split.groups if keep_groups and isinstance(split, MemorySplit) else None
-    if keep_groups and isinstance(split, LazySplit):
-        n0 = len(split.file_indices)
-        groups = torch.arange(len(split)) % n0
+    """One epoch of batches of ``split`` (shuffled by ``generator`` when given; with ``keep_groups``
+    the noisy copies of a sample stay in one batch)."""
+    groups = item_groups(split) if keep_groups else None
     for idx in epoch_batches(len(split), batch_size, generator, groups):
         yield split.get(idx)

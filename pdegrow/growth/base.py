@@ -20,6 +20,7 @@ The trainer (:mod:`pdegrow.training.trainer`) calls, in order::
         proposal = strategy.propose(ctx)        # None → stop
         strategy.apply(ctx, proposal)           # default: apply_proposal(ctx.model, proposal)
         (optimizer synced, realised change measured, GrowthEvent logged)
+    (before propose: ``change = strategy.prepare(ctx)``, e.g. pruning, applied and logged as its own event)
         strategy.after_growth(ctx, event)       # e.g. freeze, reschedule regularizer weights
 
 ``ctx`` is a :class:`GrowthContext`. A strategy keeps its own progress in
@@ -43,7 +44,7 @@ from pdegrow.errors import PdegrowError
 if TYPE_CHECKING:
     from pdegrow.models.resnet import GrowableResNet
 
-Action = Literal["insert", "widen", "corrector", "custom"]
+Action = Literal["insert", "widen", "corrector", "prune", "custom"]
 
 
 @dataclass
@@ -71,6 +72,8 @@ class GrowthProposal:
     ``fan_in`` (k, …), ``bias`` (k,), ``fan_out`` (…, k, …) (None → defaults of
     :func:`pdegrow.models.blocks.widen_pair`).
     ``corrector``: ``block`` is appended as an SRL corrector.
+    ``prune``: the strategy's :meth:`GrowthStrategy.apply` prunes block ``depth`` (a change of
+    :meth:`GrowthStrategy.prepare`, logged as an event of its own, ``kind = "prune"``).
     ``custom``: the strategy's own :meth:`GrowthStrategy.apply` does it, from ``payload``
     (everything it needs: a proposal carries its change, the strategy keeps no hidden hand-off).
     """
@@ -113,6 +116,7 @@ class GrowthEvent:
     n_params_after: int
     depth_after: int
     info: dict[str, Any] = field(default_factory=dict)
+    kind: str = "growth"     # "prune": a change made before a proposal (not a growth step)
 
     @property
     def realised_change(self) -> float:
@@ -194,6 +198,12 @@ class GrowthStrategy:
         """Default criterion: the current phase plateaued or ran its maximum epochs."""
         s = ctx.state
         return s.plateau or s.phase_epoch >= s.max_phase_epochs
+
+    def prepare(self, ctx: GrowthContext) -> GrowthProposal | None:
+        """A change to make before proposing (e.g. pruning the block just trained), or None; like a
+        proposal it changes nothing itself: the trainer applies it (:meth:`apply`) and logs it as
+        its own event, with the loss before and after."""
+        return None
 
     def propose(self, ctx: GrowthContext) -> GrowthProposal | None:
         """Where/how to grow, or None to stop training."""

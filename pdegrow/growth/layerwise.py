@@ -71,12 +71,19 @@ class LayerwiseStrategy(GrowthStrategy):
 
     # -- when: the default (phase plateau or max epochs) --
 
+    def prepare(self, ctx: GrowthContext) -> GrowthProposal | None:
+        """Prune |w| < ``prune_tol`` in the block just trained, before the next is proposed."""
+        kit = ctx.regularizers
+        if (self.stage == "layers" and self.added > 0 and self.prune and kit is not None
+                and kit.cfg.prune_tol > 0):
+            return GrowthProposal("prune", depth=ctx.model.depth - 1, predicted_change=None,
+                                  info={"prune_tol": kit.cfg.prune_tol})
+        return None
+
     def propose(self, ctx: GrowthContext) -> GrowthProposal | None:
         bests = ctx.state.phase_best_vals
         if self.stage == "layers":
             self.layer_phases += 1
-            if self.added > 0 and self.prune and ctx.regularizers is not None:
-                self.pruned.append(ctx.regularizers.prune(ctx.model.blocks[-1]))
             layer_bests = bests[:self.layer_phases]
             if self.added < self.max_layers and not (self.added > 0 and
                                                      _saturated(layer_bests, self.saturation_tol)):
@@ -121,7 +128,11 @@ class LayerwiseStrategy(GrowthStrategy):
 
     def apply(self, ctx: GrowthContext, proposal: GrowthProposal) -> None:
         model = ctx.model
-        if proposal.action == "insert":
+        if proposal.action == "prune":
+            assert ctx.regularizers is not None and proposal.depth is not None
+            self.pruned.append(ctx.regularizers.prune(model.blocks[proposal.depth]))
+            proposal.info["weights_pruned"] = self.pruned[-1]
+        elif proposal.action == "insert":
             model.freeze("lift")
             model.freeze("blocks")
             model.freeze("correctors")

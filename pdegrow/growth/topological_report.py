@@ -16,7 +16,6 @@ insertion carries ``predicted_change``, ``realised_change`` and
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,10 +23,9 @@ from typing import Any
 
 def read_events(run_dir: str | Path) -> list[dict[str, Any]]:
     """The growth events of a run directory (``events.jsonl``), oldest first."""
-    path = Path(run_dir) / "events.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    from pdegrow.training.runlog import read_events as read
+
+    return read(run_dir)
 
 
 def plot_topological_history(events: Sequence[dict[str, Any]] | str | Path, out: str | Path) -> Path | None:

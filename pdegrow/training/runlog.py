@@ -106,6 +106,13 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def read_events(run_dir: str | Path, kind: str | None = "growth") -> list[dict[str, Any]]:
+    """The events of ``events.jsonl`` of that ``kind`` (``"growth"``; ``"prune"``: pruning before a
+    proposal; None: all), oldest first. Lines without a kind (older runs) are growth events."""
+    rows = read_jsonl(Path(run_dir) / "events.jsonl")
+    return rows if kind is None else [r for r in rows if r.get("kind", "growth") == kind]
+
+
 class MetricsLog:
     """Rows appended to ``metrics.jsonl`` (one per epoch, O(1) each); :meth:`write_csv` writes
     ``metrics.csv`` from them once, when the run ends (rewriting it every epoch cost O(epochs²))."""

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from pdegrow.data.bundle import prepare_data
-from pdegrow.data.loaders import Batch, LazySplit, MemorySplit, Split, epoch_batches, iterate
+from pdegrow.data.loaders import Batch, MemorySplit, Split, epoch_batches, item_groups, iterate
 from pdegrow.errors import PdegrowError
 from pdegrow.growth.base import (
     GrowthContext,
@@ -184,19 +184,6 @@ class Trainer:
         """The module a training step calls (the model; a data-parallel wrapper of it when distributed)."""
         return self.model
 
-    def _groups(self, split: Split) -> torch.Tensor | None:
-        """The noisy-copy group of every training item when groups stay in one batch, else None."""
-        if not self.keep_groups:
-            return None
-        if isinstance(split, MemorySplit):
-            return split.groups.cpu()
-        assert isinstance(split, LazySplit)
-        return torch.arange(len(split)) % len(split.file_indices)
-
-    def _forward(self, batch: Batch) -> Forward:
-        pred, states = self.model(batch.inputs, return_states=True)
-        return Forward(self.model, pred, states, self.data.to_physical_target, self.data.to_physical_input)
-
     def _objective(self, pred: torch.Tensor, batch: Batch) -> torch.Tensor:
         """The training objective of a batch: w_s · data loss (+ w_p · the heat posterior term)."""
         t = self.cfg.train
@@ -263,7 +250,7 @@ class Trainer:
         (:meth:`Collective.shard`); the sums of the logged losses are all-reduced."""
         self.model.train()
         split = self.data.train
-        groups = self._groups(split)
+        groups = item_groups(split) if self.keep_groups else None
         logged = [*self.terms, *([self.posterior] if self.posterior is not None else [])]
         keys = ["train_loss", "train_data_loss", *(f"term_{t.name}" for t in logged)]
         sums = [0.0] * len(keys)
@@ -335,8 +322,26 @@ class Trainer:
             self.model.load_state_dict(self.best_snapshot)
         self.state.phase_best_vals.append(self.state.phase_best_val)
 
+    def _log(self, name: str, row: dict[str, Any]) -> None:
+        with (self.run_dir / name).open("a") as fh:
+            fh.write(json.dumps(row, default=str) + "\n")
+
+    def _prepare(self) -> None:
+        """Carry out the strategy's change before its proposal (e.g. pruning), logged as its own event."""
+        change = self.strategy.prepare(self.ctx)
+        if change is None:
+            return
+        before, n = self.train_loss(), self.model.n_parameters()
+        self.strategy.apply(self.ctx, change)
+        self.collective.broadcast_([*self.model.parameters(), *self.model.buffers()])
+        event = GrowthEvent(self.state.epoch, self.state.phase, self.strategy.name, change.where(),
+                            change.predicted_change, before, self.train_loss(), n, n, self.model.depth,
+                            dict(change.info), kind=change.action)
+        self._log("events.jsonl", event.to_dict())
+
     def _grow(self) -> bool:
         """Ask the strategy for a proposal and carry it out; False when training should stop."""
+        self._prepare()
         proposal = self.strategy.propose(self.ctx)
         where = None if proposal is None else json.dumps(proposal.where(), sort_keys=True, default=str)
         wheres = self.collective.gather(where)
@@ -357,11 +362,9 @@ class Trainer:
                             proposal.predicted_change, before, after, n_before, self.model.n_parameters(),
                             self.model.depth, dict(proposal.info))
         self.events.append(event)
-        with (self.run_dir / "events.jsonl").open("a") as fh:
-            fh.write(json.dumps(event.to_dict(), default=str) + "\n")
-        with (self.run_dir / "architecture.jsonl").open("a") as fh:
-            fh.write(json.dumps({"epoch": self.state.epoch, "event": len(self.events),
-                                 **self.model.architecture(), "spec": self.model.spec()}) + "\n")
+        self._log("events.jsonl", event.to_dict())
+        self._log("architecture.jsonl", {"epoch": self.state.epoch, "event": len(self.events),
+                                         **self.model.architecture(), "spec": self.model.spec()})
         self.strategy.after_growth(self.ctx, event)
         s = self.state
         s.phase += 1
