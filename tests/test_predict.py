@@ -137,6 +137,10 @@ def test_model_file_is_portable_and_old_files_still_load(trained, heat_paper_fil
     np.testing.assert_array_equal(a.fields(a.predict(x))["log_conductivity"],
                                   b.fields(b.predict(x))["log_conductivity"])
     assert a.geometry["cells"].shape == (162, 3)   # 9×9 squares, two triangles each
+    # the training config is not validated to use the model: a key of another pdegrow version is fine
+    future = {**tree, "config": {**tree["config"], "model": {**tree["config"]["model"], "future_key": 1}}}
+    save_run_file(alone, "model", future)
+    np.testing.assert_array_equal(load_model(alone).predict(x), b.predict(x))
     # an old model file: no setting, no fields
     old = tmp_path / "old"
     shutil.copytree(trained, old)
