@@ -58,6 +58,7 @@ from pdegrow.growth.topological_operators import (  # noqa: F401  (re-exported: 
     ConvFeatureOperator,
     DenseFeatureOperator,
     DepthOperator,
+    accumulate_operators,
     augment,
     choose_method,
     conv_patches,
@@ -214,65 +215,24 @@ def accumulate_depth_operators(
     """
     if mode not in ("auto", "blocks", "features"):
         raise ValueError(f"unknown mode {mode!r}: expected 'auto', 'blocks' or 'features'")
-    blocks: list[Tensor | None] = []
-    feats_x: list[list[Tensor]] = []
-    feats_l: list[list[Tensor]] = []
-    modes: list[str] = []
-    total = 0
-    loss_sum = 0.0
-    for states, loss, b in passes:
-        sel = list(range(len(states))) if depths is None else list(depths)
-        chosen = [states[t] for t in sel]
-        need = [x for x in chosen if x.requires_grad]
-        grads_need = iter(torch.autograd.grad(loss * b, need, allow_unused=True) if need else ())
-        grads = [next(grads_need) if x.requires_grad else None for x in chosen]
-        if not modes:
-            for x in chosen:
-                if x.ndim == 2 and mode != "features":
-                    n = x.shape[1]
-                    dense = choose_method(n, n + 1, itemsize=x.element_size()) == "dense"
-                    use = mode if mode == "blocks" else ("blocks" if dense else "features")
-                else:
-                    use = "features"
-                modes.append(use)
-            blocks = [None] * len(chosen)
-            feats_x = [[] for _ in chosen]
-            feats_l = [[] for _ in chosen]
-        for i, (x, g) in enumerate(zip(chosen, grads, strict=True)):
-            x = x.detach()
-            lam = torch.zeros_like(x) if g is None else -g.detach()
-            if modes[i] == "blocks":
-                a = form_blocks(augment(x), lam, sigma2=sigma2)
-                blocks[i] = a if blocks[i] is None else blocks[i] + a
-                if keep_features:
-                    feats_x[i].append(x)
-                    feats_l[i].append(lam)
-            else:
-                feats_x[i].append(x)
-                feats_l[i].append(lam)
-        total += b
-        loss_sum += float(loss.detach()) * b
-    if total == 0:
-        raise ValueError("no training data: the batch iterable was empty")
-    ops: list[DepthOperator] = []
-    for i, use in enumerate(modes):
-        if use == "blocks":
-            op = BlockOperator(blocks[i] / total)
-            if keep_features:
-                op.features = (torch.cat(feats_x[i]), torch.cat(feats_l[i]) / total)
-            ops.append(op)
-        else:
-            x = torch.cat(feats_x[i])
-            lam = torch.cat(feats_l[i]) / total
-            if x.ndim == 2:
-                ops.append(DenseFeatureOperator(x, lam, sigma2=sigma2))
-            elif x.ndim == 4:
-                ops.append(
-                    ConvFeatureOperator(x, lam, kernel_size, padding_mode=padding_mode, sigma2=sigma2)
-                )
-            else:
-                raise ValueError(f"states must be (B, n) or (B, C, H, W), got {tuple(x.shape)}")
-    return ops, loss_sum / total
+    def pick_mode(x: Tensor) -> str:
+        if x.ndim == 2 and mode != "features":
+            n = x.shape[1]
+            dense = choose_method(n, n + 1, itemsize=x.element_size()) == "dense"
+            return mode if mode == "blocks" else ("blocks" if dense else "features")
+        return "features"
+
+    def feature_operator(x: Tensor, lam: Tensor) -> DepthOperator:
+        if x.ndim == 2:
+            return DenseFeatureOperator(x, lam, sigma2=sigma2)
+        if x.ndim == 4:
+            return ConvFeatureOperator(x, lam, kernel_size, padding_mode=padding_mode, sigma2=sigma2)
+        raise ValueError(f"states must be (B, n) or (B, C, H, W), got {tuple(x.shape)}")
+
+    return accumulate_operators(
+        passes, pick_mode=pick_mode, rows=lambda x: x, feature_operator=feature_operator,
+        depths=depths, sigma2=sigma2, keep_features=keep_features,
+    )
 
 
 def topological_derivatives(

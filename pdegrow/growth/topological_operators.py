@@ -10,6 +10,8 @@ batched Lanczos, :func:`choose_method`). Pure functions and small classes on ten
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -20,7 +22,8 @@ from pdegrow.growth.eigensolvers import TopEigenpairs, dense_top_eigenpairs, lan
 SIGMA_SECOND_DERIVATIVE = 1.0
 
 __all__ = ["SIGMA_SECOND_DERIVATIVE", "BlockOperator", "ConvFeatureOperator", "DenseFeatureOperator",
-           "DepthOperator", "augment", "choose_method", "conv_patches", "form_blocks", "top_eigenpairs"]
+           "DepthOperator", "accumulate_operators", "augment", "choose_method", "conv_patches", "form_blocks",
+           "top_eigenpairs"]
 
 # --------------------------------------------------------------------------- features and blocks
 
@@ -267,3 +270,65 @@ def top_eigenpairs(
             seed=seed,
         )
     raise ValueError(f"unknown eigen-solver method {method!r}: expected 'auto', 'dense' or 'lanczos'")
+
+
+# --------------------------------------------------------------------------- accumulation over batches
+
+
+def accumulate_operators(
+    passes: Iterable[tuple[Sequence[Tensor], Tensor, int]],
+    *,
+    pick_mode: Callable[[Tensor], str],
+    rows: Callable[[Tensor], Tensor],
+    feature_operator: Callable[[Tensor, Tensor], DepthOperator],
+    depths: Sequence[int] | None = None,
+    sigma2: float = SIGMA_SECOND_DERIVATIVE,
+    keep_features: bool = False,
+) -> tuple[list[DepthOperator], float]:
+    """{A_r} per depth from per-batch (states, batch-mean loss, B): the loop of the dense and token nets.
+
+    λ_t = −∂J/∂x_t with J = (1/S) Σ_batches B·loss_batch, one backward per batch.  On the first
+    batch ``pick_mode(x_t)`` gives each depth "blocks" (A_t summed batch by batch from
+    ``form_blocks(augment(rows(x)), rows(λ))``) or "features" (states and costates kept,
+    concatenated and handed to ``feature_operator(X, Λ/S)`` at the end).  ``keep_features``
+    also keeps them for "blocks" depths in ``op.features``.  Returns (operators, J).
+    """
+    blocks: list[Tensor | None] = []
+    xs: list[list[Tensor]] = []
+    ls: list[list[Tensor]] = []
+    modes: list[str] = []
+    total = 0
+    loss_sum = 0.0
+    for states, loss, b in passes:
+        sel = list(range(len(states))) if depths is None else list(depths)
+        chosen = [states[t] for t in sel]
+        need = [x for x in chosen if x.requires_grad]
+        grads_need = iter(torch.autograd.grad(loss * b, need, allow_unused=True) if need else ())
+        grads = [next(grads_need) if x.requires_grad else None for x in chosen]
+        if not modes:
+            modes.extend(pick_mode(x) for x in chosen)
+            blocks = [None] * len(chosen)
+            xs, ls = [[] for _ in chosen], [[] for _ in chosen]
+        for i, (x, g) in enumerate(zip(chosen, grads, strict=True)):
+            x = x.detach()
+            lam = torch.zeros_like(x) if g is None else -g.detach()
+            if modes[i] == "blocks":
+                a = form_blocks(augment(rows(x)), rows(lam), sigma2=sigma2)
+                blocks[i] = a if blocks[i] is None else blocks[i] + a
+            if modes[i] == "features" or keep_features:
+                xs[i].append(x)
+                ls[i].append(lam)
+        total += b
+        loss_sum += float(loss.detach()) * b
+    if total == 0:
+        raise ValueError("no training data: the batch iterable was empty")
+    ops: list[DepthOperator] = []
+    for i, use in enumerate(modes):
+        if use == "blocks":
+            op: DepthOperator = BlockOperator(blocks[i] / total)  # type: ignore[operator]
+            if keep_features:
+                op.features = (torch.cat(xs[i]), torch.cat(ls[i]) / total)
+        else:
+            op = feature_operator(torch.cat(xs[i]), torch.cat(ls[i]) / total)
+        ops.append(op)
+    return ops, loss_sum / total

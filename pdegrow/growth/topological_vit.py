@@ -40,8 +40,8 @@ from torch import Tensor, nn
 
 from pdegrow.growth.topological_operators import (
     SIGMA_SECOND_DERIVATIVE,
-    BlockOperator,
     DepthOperator,
+    accumulate_operators,
     augment,
     choose_method,
     form_blocks,
@@ -120,49 +120,18 @@ def accumulate_token_operators(
     """
     if mode not in ("auto", "blocks", "features"):
         raise ValueError(f"unknown mode {mode!r}: expected 'auto', 'blocks' or 'features'")
-    blocks: list[Tensor | None] = []
-    xs: list[list[Tensor]] = []
-    ls: list[list[Tensor]] = []
-    modes: list[str] = []
-    total, loss_sum = 0, 0.0
-    for states, loss, b in passes:
-        sel = list(range(len(states))) if depths is None else list(depths)
-        chosen = [states[t] for t in sel]
-        need = [x for x in chosen if x.requires_grad]
-        grads_need = iter(torch.autograd.grad(loss * b, need, allow_unused=True) if need else ())
-        grads = [next(grads_need) if x.requires_grad else None for x in chosen]
-        if not modes:
-            for x in chosen:
-                if x.ndim != 3:
-                    raise ValueError(f"token states must be (B, N, n), got {tuple(x.shape)}")
-                n = x.shape[-1]
-                dense = choose_method(n, n + 1, itemsize=x.element_size()) == "dense"
-                modes.append(mode if mode != "auto" else ("blocks" if dense else "features"))
-            blocks = [None] * len(chosen)
-            xs, ls = [[] for _ in chosen], [[] for _ in chosen]
-        for i, (x, g) in enumerate(zip(chosen, grads, strict=True)):
-            x = x.detach()
-            lam = torch.zeros_like(x) if g is None else -g.detach()
-            if modes[i] == "blocks":
-                a = form_blocks(augment(token_rows(x)), token_rows(lam), sigma2=sigma2)
-                blocks[i] = a if blocks[i] is None else blocks[i] + a
-            if modes[i] == "features" or keep_features:
-                xs[i].append(x)
-                ls[i].append(lam)
-        total += b
-        loss_sum += float(loss.detach()) * b
-    if total == 0:
-        raise ValueError("no training data: the batch iterable was empty")
-    ops: list[DepthOperator] = []
-    for i, use in enumerate(modes):
-        if use == "blocks":
-            op: DepthOperator = BlockOperator(blocks[i] / total)  # type: ignore[operator]
-            if keep_features:
-                op.features = (torch.cat(xs[i]), torch.cat(ls[i]) / total)
-        else:
-            op = TokenFeatureOperator(torch.cat(xs[i]), torch.cat(ls[i]) / total, sigma2=sigma2)
-        ops.append(op)
-    return ops, loss_sum / total
+    def pick_mode(x: Tensor) -> str:
+        if x.ndim != 3:
+            raise ValueError(f"token states must be (B, N, n), got {tuple(x.shape)}")
+        n = x.shape[-1]
+        dense = choose_method(n, n + 1, itemsize=x.element_size()) == "dense"
+        return mode if mode != "auto" else ("blocks" if dense else "features")
+
+    return accumulate_operators(
+        passes, pick_mode=pick_mode, rows=token_rows,
+        feature_operator=lambda x, lam: TokenFeatureOperator(x, lam, sigma2=sigma2),
+        depths=depths, sigma2=sigma2, keep_features=keep_features,
+    )
 
 
 # --------------------------------------------------------------------------- attention sub-layer
