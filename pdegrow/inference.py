@@ -81,6 +81,26 @@ def model_extras(data_path: str, cfg_data: Any, input_shape: tuple[int, ...] | N
         return {"format": FORMAT, "setting": fingerprint_of_file(f), "fields": fields}
 
 
+def restore_model(
+    tree: dict[str, Any], path: str | Path
+) -> tuple[GrowableResNet, Standardizer, Standardizer]:
+    """The network (its dtype, weights loaded) and input/target normalisers of a model file's tree.
+
+    A :class:`PdegrowError` naming ``path`` as damaged when any of them cannot be rebuilt.
+    """
+    try:
+        model = GrowableResNet.from_spec(tree["spec"])
+        model = model.to(torch.float64 if "float64" in str(tree["dtype"]) else torch.float32)
+        model.load_state_dict(tree["state"])
+        norms = [Standardizer.from_state_dict(tree[k]) for k in ("input_norm", "target_norm")]
+        if not all(isinstance(n.mean, torch.Tensor) and isinstance(n.std, torch.Tensor) for n in norms):
+            raise TypeError("normalisers without tensors")
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise PdegrowError(f"{path} is damaged ({msg})") from None
+    return model, norms[0], norms[1]
+
+
 @dataclass
 class PortableModel:
     """A trained network with its normalisers, field decoder, geometry and setting fingerprint."""
@@ -111,16 +131,7 @@ class PortableModel:
             raise PdegrowError(f"{path} is damaged (no {', '.join(missing)})")
         config = tree.get("config") if isinstance(tree.get("config"), dict) else {}
         data_cfg = config.get("data", {}) if isinstance(config.get("data"), dict) else {}
-        try:
-            model = GrowableResNet.from_spec(tree["spec"])
-            model = model.to(torch.float64 if "float64" in str(tree["dtype"]) else torch.float32)
-            model.load_state_dict(tree["state"])
-            norms = [Standardizer.from_state_dict(tree[k]) for k in ("input_norm", "target_norm")]
-            if not all(isinstance(n.mean, torch.Tensor) and isinstance(n.std, torch.Tensor) for n in norms):
-                raise TypeError("normalisers without tensors")
-        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise PdegrowError(f"{path} is damaged ({msg})") from None
+        model, *norms = restore_model(tree, path)
         fields_info, setting = tree.get("fields"), tree.get("setting")
         if not isinstance(fields_info, dict):
             fields_info, setting = _extras_from_run(path, run_dir, data_cfg)

@@ -22,6 +22,7 @@ from pdegrow.data.checks import check_finite
 from pdegrow.data.loaders import Batch
 from pdegrow.data.normalize import Standardizer, input_transform
 from pdegrow.errors import PdegrowError
+from pdegrow.inference import restore_model
 from pdegrow.models.resnet import GrowableResNet
 from pdegrow.regularizers.heat_physics import HeatOperators, field_from_prediction
 from pdegrow.training import problems
@@ -57,17 +58,7 @@ def load_trained(run_dir: str | Path, device: str | torch.device = "cpu") -> Tra
                            f"'pdegrow train --out {run_dir} --resume'")
     blob = load_run_file(path, "model")
     cfg = build_config(blob["config"], str(path))
-    try:
-        model = GrowableResNet.from_spec(blob["spec"])
-        dtype = torch.float64 if "float64" in str(blob["dtype"]) else torch.float32
-        model = model.to(dtype)
-        model.load_state_dict(blob["state"])
-        norms = [Standardizer.from_state_dict(blob[k]) for k in ("input_norm", "target_norm")]
-        if not all(isinstance(n.mean, torch.Tensor) and isinstance(n.std, torch.Tensor) for n in norms):
-            raise TypeError("normalisers without tensors")
-    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise PdegrowError(f"{path} is damaged ({msg})") from None
+    model, *norms = restore_model(blob, path)
     model.to(device).eval()
     splits = json.loads((run_dir / "splits.json").read_text())
     setting = blob.get("setting") if isinstance(blob.get("setting"), dict) else _training_setting(info)
