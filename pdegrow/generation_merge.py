@@ -25,9 +25,9 @@ import h5py
 import numpy as np
 
 from pdegrow.contract import create_dataset_file, mark_complete
-from pdegrow.errors import DataContractError, PdegrowError
+from pdegrow.errors import DataContractError
 from pdegrow.generation_parts import part_files, parts_dir, read_part_indices
-from pdegrow.io_errors import IO_ERRORS, io_cause, remove_quietly
+from pdegrow.io_errors import replace_on_success
 from pdegrow.resources import format_bytes, free_disk_bytes, reserve_disk
 
 WINDOW_BYTES = 64 * 2**20
@@ -86,7 +86,12 @@ def merge_parts(out: Path, problem: Any, manifest: dict[str, Any]) -> None:
     static = problem.static_arrays()
     bound = merged_size_bound(files, static, n, len(specs))
     tmp = out.with_name(out.name + ".tmp")
-    try:
+
+    def message(cause: str) -> str:
+        return (f"cannot write {out}: {cause} (while merging; the part files in {parts} are "
+                "kept: make room and rerun with --resume to merge them)")
+
+    with replace_on_success(tmp, out, message):
         free = free_disk_bytes(out.parent)
         if bound > free:
             raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: the merged file needs up to "
@@ -111,18 +116,6 @@ def merge_parts(out: Path, problem: Any, manifest: dict[str, Any]) -> None:
             finally:
                 sources.close()
             mark_complete(f)
-        os.replace(tmp, out)
-    except PdegrowError:
-        remove_quietly(tmp)
-        raise
-    except IO_ERRORS as exc:
-        remove_quietly(tmp)
-        raise PdegrowError(
-            f"cannot write {out}: {io_cause(exc)} (while merging; the part files in {parts} are "
-            "kept: make room and rerun with --resume to merge them)") from None
-    except BaseException:
-        remove_quietly(tmp)
-        raise
     shutil.rmtree(parts, ignore_errors=True)
 
 

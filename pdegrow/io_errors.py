@@ -12,6 +12,8 @@ from __future__ import annotations
 import errno
 import os
 import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pdegrow.errors import PdegrowError
@@ -44,3 +46,27 @@ def remove_quietly(path: str | os.PathLike) -> None:
         os.unlink(path)
     except OSError:
         pass
+
+
+@contextmanager
+def replace_on_success(
+    tmp: str | os.PathLike, out: str | os.PathLike, message: Callable[[str], str] | None = None,
+) -> Iterator[None]:
+    """Write ``tmp`` in the block, then move it onto ``out``; on any failure remove ``tmp``.
+
+    A :class:`PdegrowError` passes through; an I/O error becomes one, ``message(cause)``
+    (default ``cannot write OUT: CAUSE``); anything else is raised as it is.
+    """
+    try:
+        yield
+        os.replace(tmp, out)
+    except PdegrowError:
+        remove_quietly(tmp)
+        raise
+    except IO_ERRORS as exc:
+        remove_quietly(tmp)
+        text = f"cannot write {out}: {io_cause(exc)}" if message is None else message(io_cause(exc))
+        raise PdegrowError(text) from None
+    except BaseException:
+        remove_quietly(tmp)
+        raise

@@ -20,7 +20,7 @@ import numpy as np
 from pdegrow.contract import create_dataset_file, mark_complete
 from pdegrow.errors import PdegrowError
 from pdegrow.importing.sources import Trajectories
-from pdegrow.io_errors import IO_ERRORS, io_cause, remove_quietly
+from pdegrow.io_errors import replace_on_success
 
 WINDOW_BYTES = 64 * 2**20
 """Bytes of source states read at a time."""
@@ -123,36 +123,27 @@ def write_navier_stokes(src: Trajectories, out: str | os.PathLike, *, source_nam
         attrs["nu"] = float(nu)
     tmp = out.with_name(out.name + ".tmp")
     try:
-        f = create_dataset_file(tmp, problem="navier_stokes", config=config, n_samples=n, base_seed=seed,
-                                static=static, sample_specs=specs, attrs=attrs)
-        with f:
-            step = max(1, WINDOW_BYTES // max(1, len(times) * r * r * 8))
-            for lo in range(0, n, step):
-                hi = min(n, lo + step)
-                w0, states = src.window(lo, hi)
-                w0 = states[:, 0] if w0 is None else np.asarray(w0, dtype=np.float64)
-                bad = ~(np.isfinite(w0).all(axis=(1, 2)) & np.isfinite(states).all(axis=(1, 2, 3)))
-                if bad.any():
-                    first = lo + int(np.flatnonzero(bad)[0])
-                    raise PdegrowError(f"sample {first} of the source holds NaN or inf")
-                wT = states[:, final]
-                f["targets/vorticity_0"][lo:hi] = w0
-                f["inputs/vorticity_T"][lo:hi] = _noisy(wT, noise_level, seed, lo)
-                if noise_level > 0:
-                    f["targets/vorticity_T"][lo:hi] = wT
-                if snaps:
-                    f["targets/vorticity_snapshots"][lo:hi] = states[:, snaps]
-            mark_complete(f)
-        os.replace(tmp, out)
-    except PdegrowError:
-        remove_quietly(tmp)
-        raise
-    except IO_ERRORS as exc:
-        remove_quietly(tmp)
-        raise PdegrowError(f"cannot write {out}: {io_cause(exc)}") from None
-    except BaseException:
-        remove_quietly(tmp)
-        raise
+        with replace_on_success(tmp, out):
+            f = create_dataset_file(tmp, problem="navier_stokes", config=config, n_samples=n, base_seed=seed,
+                                    static=static, sample_specs=specs, attrs=attrs)
+            with f:
+                step = max(1, WINDOW_BYTES // max(1, len(times) * r * r * 8))
+                for lo in range(0, n, step):
+                    hi = min(n, lo + step)
+                    w0, states = src.window(lo, hi)
+                    w0 = states[:, 0] if w0 is None else np.asarray(w0, dtype=np.float64)
+                    bad = ~(np.isfinite(w0).all(axis=(1, 2)) & np.isfinite(states).all(axis=(1, 2, 3)))
+                    if bad.any():
+                        first = lo + int(np.flatnonzero(bad)[0])
+                        raise PdegrowError(f"sample {first} of the source holds NaN or inf")
+                    wT = states[:, final]
+                    f["targets/vorticity_0"][lo:hi] = w0
+                    f["inputs/vorticity_T"][lo:hi] = _noisy(wT, noise_level, seed, lo)
+                    if noise_level > 0:
+                        f["targets/vorticity_T"][lo:hi] = wT
+                    if snaps:
+                        f["targets/vorticity_snapshots"][lo:hi] = states[:, snaps]
+                mark_complete(f)
     finally:
         src.close()
     return ImportSummary(out, n, r, t_final, snap_times, src.source_format)
