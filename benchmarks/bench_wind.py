@@ -29,6 +29,7 @@ import numpy as np  # noqa: E402
 
 from pdegrow.config import parse_overrides  # noqa: E402
 from pdegrow.generation import sample_rng  # noqa: E402
+from pdegrow.text_output import print_and_save  # noqa: E402
 from solvers.wind import WindProblem, load_recipe  # noqa: E402
 
 
@@ -73,10 +74,7 @@ def main() -> None:
         f"| setup once (mesh, JIT, assembly, GAMG, point location) | {setup_cpu:.3f} "
         f"(wall {setup_wall:.3f}) | {setup_cpu / solve:.1f} |",
     ]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    print_and_save(lines, args.out)
 
 
 if __name__ == "__main__":

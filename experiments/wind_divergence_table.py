@@ -17,6 +17,7 @@ import torch
 
 from pdegrow.contract import open_dataset
 from pdegrow.regularizers.wind_divergence import divergence_matrix, divergence_penalty
+from pdegrow.text_output import print_and_save
 from pdegrow.training.evaluate import load_eval_data, load_trained, predict
 
 
@@ -46,10 +47,7 @@ def main() -> None:
         lines.append(f"| {name} | {len(v)} | {v.mean():.3e} ± {v.std(ddof=1) if len(v) > 1 else 0:.1e} | "
                      f"{v.mean() / truth:.2f} |")
     lines.append(f"| (true targets) | | {truth:.3e} | 1.00 |")
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    print_and_save(lines, args.out)
 
 
 if __name__ == "__main__":

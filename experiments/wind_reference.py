@@ -25,6 +25,7 @@ import numpy as np
 
 from pdegrow.contract import open_dataset
 from pdegrow.data.splits import make_splits
+from pdegrow.text_output import print_and_save
 
 
 def metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
@@ -95,10 +96,7 @@ def main() -> None:
     for name, m in rows:
         lines.append(f"| {name} | {m['mse']:.3f} | {m['rel']:.4f} | "
                      + " | ".join(f"{m[f'level{k}']:.3f}" for k in range(nz)) + " |")
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    print_and_save(lines, args.out)
 
 
 if __name__ == "__main__":
