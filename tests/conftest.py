@@ -213,3 +213,45 @@ n_val = 10
 [dataset."{dataset}"]
 path = "{data}"
 {extra}"""
+
+
+def conv_fields_config(data: str = "", model: str = "",
+                       rest: str = '[train]\nmax_epochs = 2\n[growth]\nstrategy = "fixed"\n') -> str:
+    """A config (TOML) of a small circular conv network (width 4, hidden [4]) from inputs/vorticity_T
+    to targets/vorticity_0 of a navier_stokes file, 16/4 training/validation samples; ``data`` and
+    ``model`` add keys to [data] and [model] (before ``padding_mode``), ``rest`` follows [model]."""
+    return f"""
+[run]
+progress = false
+threads = 1
+[data]
+problem = "navier_stokes"
+input = "inputs/vorticity_T"
+target = "targets/vorticity_0"
+aux = []
+n_train = 16
+n_val = 4
+{data}[model]
+kind = "conv"
+width = 4
+hidden = [4]
+{model}padding_mode = "circular"
+{rest}"""
+
+
+def write_shifted_vorticity(path: Path, r: int, n: int, *, dtype: Any = np.float64,
+                            config: dict[str, Any] | None = None,
+                            static: dict[str, np.ndarray] | None = None) -> Path:
+    """A complete navier_stokes file of ``n`` samples on an ``r`` × ``r`` grid: w₀ standard normal
+    (seed 0, in ``dtype``) and vorticity_T = (w₀ + w₀ rolled by one column) / 2; returns ``path``."""
+    from pdegrow.contract import create_dataset_file, mark_complete
+
+    f = create_dataset_file(path, problem="navier_stokes", config=config or {}, n_samples=n, base_seed=0,
+                            static=static or {}, sample_specs={"inputs/vorticity_T": ((r, r), dtype),
+                                                               "targets/vorticity_0": ((r, r), dtype)})
+    w0 = np.random.default_rng(0).standard_normal((n, r, r)).astype(dtype)
+    f["targets/vorticity_0"][:] = w0
+    f["inputs/vorticity_T"][:] = 0.5 * (w0 + np.roll(w0, 1, axis=1))
+    mark_complete(f)
+    f.close()
+    return path

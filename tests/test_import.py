@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 import scipy.io
-from conftest import run_cli
+from conftest import conv_fields_config, run_cli
 
 from pdegrow.contract import open_dataset
 from pdegrow.importing.sources import curl
@@ -205,27 +205,7 @@ def test_imported_data_trains(tmp_path: Path) -> None:
     data = tmp_path / "ns.h5"
     run_cli("import", str(tmp_path / "ns.mat"), "--out", str(data))
     cfg = tmp_path / "conv.toml"
-    cfg.write_text("""
-[run]
-progress = false
-threads = 1
-[data]
-problem = "navier_stokes"
-input = "inputs/vorticity_T"
-target = "targets/vorticity_0"
-aux = []
-n_train = 16
-n_val = 4
-[model]
-kind = "conv"
-width = 4
-hidden = [4]
-padding_mode = "circular"
-[train]
-max_epochs = 2
-[growth]
-strategy = "fixed"
-""")
+    cfg.write_text(conv_fields_config())
     run_cli("train", "--config", str(cfg), "--data", str(data), "--out", str(tmp_path / "run"),
             "--no-progress")
     assert (tmp_path / "run" / "model.pt").exists()

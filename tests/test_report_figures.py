@@ -13,9 +13,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from conftest import conv_fields_config, write_shifted_vorticity  # noqa: E402
 
 from pdegrow.comparison.figures import log_axis, panel_title  # noqa: E402
-from pdegrow.contract import create_dataset_file, mark_complete  # noqa: E402
 from pdegrow.contract_metadata import structured_grid_index  # noqa: E402
 from pdegrow.growth.topological_report import plot_topological_history  # noqa: E402
 from pdegrow.report_fields import chosen_states, fields_figure, layer_evolution_figure, layer_title  # noqa: E402
@@ -211,37 +211,10 @@ def test_report_of_a_navier_stokes_run_draws_w0(tmp_path: Path) -> None:
     r, n = 8, 24
     path = tmp_path / "ns.h5"
     gx, gy = np.meshgrid(np.arange(r) / r, np.arange(r) / r)
-    f = create_dataset_file(path, problem="navier_stokes", config={"resolution": r}, n_samples=n, base_seed=0,
-                            static={"geometry/grid_x": gx, "geometry/grid_y": gy},
-                            sample_specs={"inputs/vorticity_T": ((r, r), np.float64),
-                                          "targets/vorticity_0": ((r, r), np.float64)})
-    w0 = np.random.default_rng(0).standard_normal((n, r, r))
-    f["targets/vorticity_0"][:] = w0
-    f["inputs/vorticity_T"][:] = 0.5 * (w0 + np.roll(w0, 1, axis=1))
-    mark_complete(f)
-    f.close()
+    write_shifted_vorticity(path, r, n, config={"resolution": r},
+                            static={"geometry/grid_x": gx, "geometry/grid_y": gy})
     cfg = tmp_path / "conv.toml"
-    cfg.write_text("""
-[run]
-progress = false
-threads = 1
-[data]
-problem = "navier_stokes"
-input = "inputs/vorticity_T"
-target = "targets/vorticity_0"
-aux = []
-n_train = 16
-n_val = 4
-[model]
-kind = "conv"
-width = 4
-hidden = [4]
-padding_mode = "circular"
-[train]
-max_epochs = 2
-[growth]
-strategy = "fixed"
-""")
+    cfg.write_text(conv_fields_config())
     run = tmp_path / "run"
     assert main(["train", "--config", str(cfg), "--data", str(path), "--out", str(run), "--no-progress"]) == 0
     assert main(["report", str(run)]) == 0

@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, run_cli
+from conftest import ROOT, conv_fields_config, run_cli, write_shifted_vorticity
 
 from pdegrow.cli import main
 from pdegrow.contract import create_dataset_file, mark_complete
@@ -308,38 +308,11 @@ def test_bad_inputs(tmp_path, heat_paper_file, capsys):
 def test_conv_layerwise_on_fields(tmp_path, capsys):
     """The data layer is generic: a field-to-field data set trains a conv network with Approach I + SRL."""
     path = tmp_path / "fields.h5"
-    rng = np.random.default_rng(0)
-    n = 24
-    f = create_dataset_file(path, problem="navier_stokes", config={}, n_samples=n, base_seed=0,
-                            static={"geometry/x": np.linspace(0, 1, 8)},
-                            sample_specs={"inputs/vorticity_T": ((8, 8), np.float32),
-                                          "targets/vorticity_0": ((8, 8), np.float32)})
-    w0 = rng.standard_normal((n, 8, 8)).astype(np.float32)
-    f["targets/vorticity_0"][:] = w0
-    f["inputs/vorticity_T"][:] = 0.5 * (w0 + np.roll(w0, 1, axis=1))
-    mark_complete(f)
-    f.close()
+    write_shifted_vorticity(path, 8, 24, dtype=np.float32, static={"geometry/x": np.linspace(0, 1, 8)})
     cfg = tmp_path / "conv.toml"
-    cfg.write_text("""
-[run]
-progress = false
-threads = 1
-[data]
-problem = "navier_stokes"
-input = "inputs/vorticity_T"
-target = "targets/vorticity_0"
-aux = []
-n_train = 16
-n_val = 4
-normalize_inputs = "scalar"
-normalize_targets = "scalar"
-[model]
-kind = "conv"
-width = 4
-hidden = [4]
-activation = "gelu"
-padding_mode = "circular"
-[train]
+    cfg.write_text(conv_fields_config(
+        data='normalize_inputs = "scalar"\nnormalize_targets = "scalar"\n', model='activation = "gelu"\n',
+        rest="""[train]
 max_epochs = 12
 phase_epochs = 4
 [growth]
@@ -348,7 +321,7 @@ max_layers = 1
 saturation_tol = -1.0
 srl_steps = 1
 srl_hidden = [3]
-""")
+"""))
     out = tmp_path / "run"
     assert main(["train", "--config", str(cfg), "--data", str(path), "--out", str(out), "--no-progress"]) == 0
     summary = json.loads((out / "summary.json").read_text())
