@@ -21,6 +21,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PDEGROW = [sys.executable, "-m", "pdegrow"]
+RUN_HEAD = "\n[run]\nseed = 0\nprogress = false\nthreads = 1\n"
+"""The [run] table of the test configs (TOML): seed 0, no progress bars, one thread."""
 
 
 def run_cli(*args: str, mpi_ranks: int = 0, check: bool = True, **kw) -> subprocess.CompletedProcess:
@@ -138,12 +140,7 @@ def tiny_train_config(max_epochs: int = 3, n_test: int = 10, **train: int) -> st
     training/validation/test samples, width 8, one batch per epoch, fixed architecture;
     ``train`` adds its keys to [train] after ``max_epochs``."""
     extra = "".join(f"{key} = {value}\n" for key, value in train.items())
-    return f"""
-[run]
-seed = 0
-progress = false
-threads = 1
-[data]
+    return RUN_HEAD + f"""[data]
 n_train = 30
 n_val = 10
 n_test = {n_test}

@@ -8,19 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import one_line_error
+from conftest import RUN_HEAD, one_line_error
 
 from pdegrow.cli import main
 from pdegrow.inference import load_model
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.*is deprecated:FutureWarning")
 
-CONFIG = """
-[run]
-seed = 0
-progress = false
-threads = 1
-[data]
+CONFIG = RUN_HEAD + """[data]
 n_train = 30
 n_val = 10
 n_test = 10

@@ -3,17 +3,13 @@
 import json
 
 import torch
+from conftest import RUN_HEAD
 
 from pdegrow.cli import main
 
 torch.set_num_threads(1)
 
-CONFIG = """
-[run]
-seed = 0
-progress = false
-threads = 1
-[data]
+CONFIG = RUN_HEAD + """[data]
 n_train = 20
 n_val = 6
 n_test = 6

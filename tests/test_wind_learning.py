@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import RUN_HEAD
 
 from pdegrow.cli import main
 from pdegrow.regularizers.wind_divergence import (
@@ -78,12 +79,7 @@ def wind_file(tmp_path_factory):
     return out
 
 
-CONFIG = """
-[run]
-seed = 0
-progress = false
-threads = 1
-[data]
+CONFIG = RUN_HEAD + """[data]
 problem = "wind"
 input = "{input}"
 target = "{target}"
