@@ -12,7 +12,9 @@ Krishnanunni, Bui-Thanh, Dawson, arXiv 2502.06885; the mathematics is in
 * **how** — an admissible perceptron block σ(ε(W x + b)), σ = ``silu_tanh``,
   whose rows are the top eigenvectors of the units whose eigenvalue is at
   least ``fraction`` × the largest (others zero); then ε is folded into W, b
-  (``fold_scale``) so training sees ordinary weights;
+  (``fold_scale``) so training sees ordinary weights. A zero row stays zero for
+  good (σ′(0) = 0 gives it no gradient), hence the default ``fraction = 0``:
+  every unit with a positive eigenvalue gets its row;
 * **ε** — from the second-order model ΔJ ≈ −(ε²/2)·C, C = Σ_r λ_r
   (:func:`~pdegrow.growth.topological.choose_epsilon`): start where it
   predicts a decrease of ``eps_target_decrease``·J, bound |ε| so that every
@@ -245,7 +247,7 @@ class TopologicalInsertion(GrowthStrategy):
         max_depth: int | None = None,
         max_params: int | None = None,
         min_derivative: float = 0.0,
-        fraction: float = 0.5,
+        fraction: float = 0.0,
         top_only: bool = False,
         method: str = "auto",
         mode: str = "auto",
