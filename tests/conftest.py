@@ -36,6 +36,13 @@ def run_cli(*args: str, mpi_ranks: int = 0, check: bool = True, **kw) -> subproc
     return proc
 
 
+def generate_with_sets(args: tuple[str, ...], path: Path, *sets: str) -> Path:
+    """``pdegrow ARGS --set S… --out PATH`` (each of ``sets`` a ``--set``), asserted to succeed;
+    returns ``path``."""
+    run_cli(*args, *[a for s in sets for a in ("--set", s)], "--out", str(path))
+    return path
+
+
 @dataclass
 class TensorBatch:
     """A minimal batch (inputs, targets) for strategies driven without a data file."""

@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import generate_with_sets, run_cli
 
 from pdegrow.errors import PdegrowError
 from pdegrow.reference import batched_lbfgs, low_rank
@@ -28,8 +28,7 @@ GEN = ("generate", "navier-stokes", "--resolution", str(R), "--final-time", "0.1
 
 
 def _generate(path: Path, *sets: str) -> Path:
-    run_cli(*GEN, *[a for s in sets for a in ("--set", s)], "--out", str(path))
-    return path
+    return generate_with_sets(GEN, path, *sets)
 
 
 @pytest.fixture(scope="module")

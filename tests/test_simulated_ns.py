@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import generate_with_sets
 
 from pdegrow.data.bundle import prepare_data
 from pdegrow.data.simulated_ns import simulate_ns_samples
@@ -26,8 +26,7 @@ GEN = ("generate", "navier-stokes", "--resolution", str(R), "--final-time", "0.0
 
 
 def _generate(path: Path, *sets: str) -> Path:
-    run_cli(*GEN, *[a for s in sets for a in ("--set", s)], "--out", str(path))
-    return path
+    return generate_with_sets(GEN, path, *sets)
 
 
 @pytest.fixture(scope="module")
