@@ -37,15 +37,15 @@ the compiled UFL form ``advection_form`` is kept as the reference it is tested a
 Initial fields are drawn spectrally on the (res, res) grid of mesh vertices
 (:func:`sample_vorticity`) and placed on the P1 nodes (interpolated into P-degree
 when degree > 1). All stored fields are (res, res) images ``field[j, i] = w(i/res, j/res)``.
+
+The recipe (parameters, validation, sensor layout) lives in :mod:`solvers.navier_stokes_recipe`,
+the prior and the forcing in :mod:`solvers.navier_stokes_prior`; both are re-exported here.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from mpi4py import MPI  # before dolfinx / petsc4py (isort section "mpi")
 
@@ -57,123 +57,27 @@ from dolfinx import fem, mesh
 from petsc4py import PETSc
 
 from pdegrow.errors import PdegrowError
-from solvers import recipes
+from solvers.navier_stokes_prior import TWO_PI, forcing_function, prior_eigenvalues, sample_vorticity
+from solvers.navier_stokes_recipe import (
+    MAX_RESOLUTION,
+    TIME_SCHEMES,
+    NavierStokesRecipe,
+    load_recipe,
+    sensor_indices,
+)
 from solvers.periodic import PeriodicSpace
 
+__all__ = [
+    "MAX_RESOLUTION", "PROBLEM_NAME", "TIME_SCHEMES", "TWO_PI", "NavierStokesProblem", "NavierStokesRecipe",
+    "TorusVorticitySolver", "forcing_function", "load_recipe", "make_problem", "prior_eigenvalues",
+    "sample_vorticity", "sensor_indices",
+]
+
 PROBLEM_NAME = "navier_stokes"
-TIME_SCHEMES = ("cn_heun", "cn_ab2")
-MAX_RESOLUTION = 4096
-TWO_PI = 2.0 * math.pi
-
-
-@dataclass(frozen=True)
-class NavierStokesRecipe:
-    """Everything that defines a Navier–Stokes data set; see ``datasets/navier-stokes-*.toml``."""
-
-    n_samples: int = 100
-    seed: int = 0
-    resolution: int = 64
-    degree: int = 1
-    nu: float = 1e-3
-    final_time: float = 1.0
-    dt: float = 1e-3
-    forcing: bool = True
-    prior_scale: float = 7.0**1.5
-    prior_tau: float = 7.0
-    prior_alpha: float = 2.5
-    snapshot_times: list[float] = field(default_factory=list)
-    observation: Literal["full", "sensors"] = "full"
-    sensor_layout: Literal["grid", "random"] = "grid"
-    n_sensors: int = 64
-    sensor_seed: int = 0
-    noise_level: float = 0.0
-    time_scheme: Literal["cn_heun", "cn_ab2"] = "cn_ab2"
-    lu_solver: Literal["petsc", "mumps"] = "petsc"
-
-    def __post_init__(self) -> None:
-        def bad(msg: str) -> None:
-            raise PdegrowError(f"navier_stokes recipe: {msg}")
-
-        recipes.require_finite(self, "navier_stokes recipe")
-        if self.n_samples <= 0:
-            bad(f"n_samples must be positive, got {self.n_samples}")
-        if not 4 <= self.resolution <= MAX_RESOLUTION:
-            bad(f"resolution must be in 4…{MAX_RESOLUTION}, got {self.resolution}")
-        if self.degree not in (1, 2, 3):
-            bad(f"degree must be 1, 2 or 3, got {self.degree}")
-        if not self.nu >= 0 or not math.isfinite(self.nu):
-            bad(f"nu must be non-negative, got {self.nu}")
-        if not (0 < self.dt < math.inf and 0 < self.final_time < math.inf):
-            bad(f"dt and final_time must be positive, got dt={self.dt}, final_time={self.final_time}")
-        if abs(self.final_time / self.dt - round(self.final_time / self.dt)) > 1e-6:
-            bad(f"final_time={self.final_time} is not a whole number of steps dt={self.dt}")
-        for t in self.snapshot_times:
-            if not 0 < t <= self.final_time + 1e-12 or abs(t / self.dt - round(t / self.dt)) > 1e-6:
-                bad(f"snapshot time {t} must lie in (0, final_time] on the time grid of dt={self.dt}")
-        if any(b <= a for a, b in zip(self.snapshot_times, self.snapshot_times[1:], strict=False)):
-            bad(f"snapshot_times must increase strictly, got {self.snapshot_times}")
-        if min(self.prior_scale, self.prior_tau, self.prior_alpha) <= 0:
-            bad("prior_scale, prior_tau and prior_alpha must be positive")
-        if self.noise_level < 0:
-            bad(f"noise_level must be non-negative, got {self.noise_level}")
-        if self.observation == "sensors" and not 1 <= self.n_sensors <= self.resolution**2:
-            bad(f"n_sensors must be in 1…{self.resolution**2} (the {self.resolution}×{self.resolution} "
-                f"grid nodes), got {self.n_sensors}")
-
-    @property
-    def n_steps(self) -> int:
-        return round(self.final_time / self.dt)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def load_recipe(preset: str | None, config_file: str | None,
-                overrides: dict[str, Any]) -> NavierStokesRecipe:
-    """The recipe of a preset (``datasets/navier-stokes-<preset>.toml``) or a file, with overrides."""
-    return recipes.load_recipe(NavierStokesRecipe, "navier-stokes", preset, config_file, overrides)
 
 
 def make_problem(recipe: NavierStokesRecipe) -> NavierStokesProblem:
     return NavierStokesProblem(recipe)
-
-
-# ---------------------------------------------------------------- the prior (pure numpy)
-
-def prior_eigenvalues(resolution: int, scale: float = 7.0**1.5, tau: float = 7.0,
-                      alpha: float = 2.5) -> np.ndarray:
-    """λ_k = σ (4π²|k|² + τ²)^{−α} for the wavenumbers of the (res, res) grid, λ₀ = 0.
-
-    The eigenvalues of C = σ(−Δ + τ²I)^{−α} on the unit torus for the Fourier modes
-    e^{2πi k·x}, in ``numpy.fft.fft2`` order: entry [a, b] is k = (kx, ky) =
-    (fftfreq[b], fftfreq[a]) (axis 0 is y, axis 1 is x, as in the stored fields).
-    """
-    k = np.fft.fftfreq(resolution, d=1.0 / resolution)
-    k2 = k[None, :] ** 2 + k[:, None] ** 2
-    lam = scale * (4.0 * math.pi**2 * k2 + tau**2) ** (-alpha)
-    lam[0, 0] = 0.0
-    return lam
-
-
-def sample_vorticity(rng: np.random.Generator, resolution: int, scale: float = 7.0**1.5,
-                     tau: float = 7.0, alpha: float = 2.5) -> np.ndarray:
-    """A draw of w₀ ~ N(0, σ(−Δ + τ²)^{−α}), zero mean, on the (res, res) grid.
-
-    With ξ ~ N(0, I) white noise on the grid and ξ̂ = FFT(ξ), w = res · IFFT(√λ ξ̂)
-    has exactly the covariance Cov(w(x_a), w(x_b)) = Σ_k λ_k e^{2πi k·(x_a − x_b)}
-    of the field restricted to the grid's Fourier modes (Nyquist modes included,
-    real by construction), and ŵ₀ = 0. Consumes res² standard normals of ``rng``.
-    """
-    n = resolution
-    lam = prior_eigenvalues(n, scale, tau, alpha)[:, : n // 2 + 1]
-    xi = rng.standard_normal((n, n))
-    return n * np.fft.irfft2(np.sqrt(lam) * np.fft.rfft2(xi), s=(n, n))
-
-
-def forcing_function(x: np.ndarray) -> np.ndarray:
-    """f(x, y) = 0.1 (sin 2π(x+y) + cos 2π(x+y))."""
-    s = TWO_PI * (x[0] + x[1])
-    return 0.1 * (np.sin(s) + np.cos(s))
 
 
 # ---------------------------------------------------------------- the time stepper
@@ -420,19 +324,6 @@ def _lu(A: PETSc.Mat, solver: str) -> PETSc.KSP:
 
 
 # ---------------------------------------------------------------- the forward problem
-
-def sensor_indices(recipe: NavierStokesRecipe) -> np.ndarray:
-    """Flat indices into the (res, res) grid of the sensor nodes (``grid``: a regular
-    k×k sub-grid, the first n of it; ``random``: n distinct nodes from ``sensor_seed``)."""
-    n, res = recipe.n_sensors, recipe.resolution
-    if recipe.sensor_layout == "random":
-        rng = np.random.default_rng([recipe.sensor_seed, 2**31 - 1])
-        return np.sort(rng.choice(res * res, size=n, replace=False)).astype(np.int64)
-    k = math.ceil(math.sqrt(n))
-    ticks = np.floor((np.arange(k) + 0.5) * res / k).astype(np.int64)
-    jj, ii = np.meshgrid(ticks, ticks, indexing="ij")
-    return (jj * res + ii).ravel()[:n]
-
 
 class NavierStokesProblem:
     """The Navier–Stokes forward model on one rank (``MPI.COMM_SELF``)."""
