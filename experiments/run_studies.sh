@@ -4,7 +4,7 @@
 # experiments/RESULTS.md. Restartable: `pdegrow compare` and transfer_study.py keep finished runs.
 #
 #   bash experiments/run_studies.sh data          # generate / derive every data set (once)
-#   bash experiments/run_studies.sh STUDY         # heat-paper heat-posterior heat-sensors50 heat-default ns-sensors ns-full
+#   bash experiments/run_studies.sh STUDY         # heat-paper heat-posterior heat-ordering heat-sensors50 heat-sensors50-regimes heat-default ns-sensors ns-full
 #                                                 # ns-full-wide ns-conv ns-simulated ridge ns-reference ns-figure diabetes digits transfer
 #                                                 # boston growth-fixes ns-vit digits-vit wind
 #   bash experiments/run_studies.sh all           # every study
@@ -37,6 +37,20 @@ case "${1:-help}" in
   heat-posterior) compare study-heat-paper-posterior
                 "$BIN/python" experiments/summarise_study.py runs/study-heat-paper-posterior \
                     --metrics rel_error_field rel_error_field_l2 rel_error_conductivity ;;
+  heat-ordering) compare study-heat-paper-ordering
+                "$BIN/python" experiments/summarise_study.py runs/study-heat-paper-ordering \
+                    --metrics rel_error_field rel_error_conductivity
+                "$BIN/python" experiments/paired_tests.py runs/study-heat-paper-ordering \
+                    --pairs topological_insertion:random_insertion random_insertion:fixed-same-size \
+                    topological_insertion:fixed-same-size topological-x3:fixed-depth4 random-x3:fixed-depth4 \
+                    topological-x3:random-x3 topological-early:fixed-same-size topological-early:random-early \
+                    topological-strict:fixed-same-size topological-eps:fixed-same-size ;;
+  heat-sensors50-regimes) compare study-heat-sensors50-regimes
+                "$BIN/python" experiments/summarise_study.py runs/study-heat-sensors50-regimes \
+                    --metrics rel_error_field rel_error_conductivity
+                "$BIN/python" experiments/paired_tests.py runs/study-heat-sensors50-regimes \
+                    --datasets sim20000 sim10000 sim5000 \
+                    --pairs topological_insertion:fixed-same-size topological-x4:fixed-depth5 ;;
   heat-sensors50) "$BIN/pdegrow" reference datasets/heat-sensors50-1050.h5 --method map --n-train 500 --n-val 50 \
                     --n-test 500 --threads 1 --no-progress --overwrite
                 compare study-heat-sensors50
@@ -91,7 +105,7 @@ case "${1:-help}" in
   transfer)     "$BIN/python" experiments/transfer_study.py --out runs/study-transfer --workers "$NP"
                 "$BIN/python" experiments/transfer_study.py --model conv --out runs/study-transfer-conv --workers "$NP"
                 "$BIN/python" experiments/transfer_study.py --model heat --out runs/study-transfer-heat --workers "$NP" ;;
-  all)          for s in heat-paper heat-posterior heat-sensors50 heat-default ns-sensors ns-full ns-full-wide ns-conv ns-simulated ns-vit ridge ns-reference ns-figure wind diabetes digits digits-vit boston growth-fixes transfer; do
+  all)          for s in heat-paper heat-posterior heat-ordering heat-sensors50 heat-sensors50-regimes heat-default ns-sensors ns-full ns-full-wide ns-conv ns-simulated ns-vit ridge ns-reference ns-figure wind diabetes digits digits-vit boston growth-fixes transfer; do
                     "$0" "$s"; done ;;
   *) sed -n 2,10p "$0"; exit 2 ;;
 esac
