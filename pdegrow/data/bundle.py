@@ -73,7 +73,8 @@ def prepare_data(path: str, cfg: DataConfig, seed: int, device: torch.device,
         if cfg.noisy_copies:
             _check_name(f, cfg.clean_input, path)
         if splits is None:
-            splits = make_splits(n, cfg.n_train, cfg.n_val, cfg.n_test, cfg.split_seed)
+            splits = make_splits(n, cfg.n_train, cfg.n_val, cfg.n_test, cfg.split_seed,
+                                 ordered=cfg.split == "ordered")
         used = {k: f[k] for k in dict.fromkeys((cfg.input, cfg.target, *cfg.aux))}
         check_finite(path, used, {s: splits[s] for s in ("train", "val", "test")})
         if cfg.noisy_copies:

@@ -286,11 +286,14 @@ def load_table(name: str, path: str | os.PathLike | None = None, max_samples: in
 # ---------------------------------------------------------------- to the HDF5 contract
 
 
-def write_table(table: Table, out: str | os.PathLike, seed: int = 0, overwrite: bool = False) -> Path:
+def write_table(table: Table, out: str | os.PathLike, seed: int = 0, overwrite: bool = False,
+                order: np.ndarray | None = None) -> Path:
     """Write ``table`` as a pdegrow data set (problem ``regression``/``classification``).
 
-    Rows are shuffled with ``seed`` (so a contiguous train/val/test split is a random one);
-    the file is written to ``OUT.tmp`` and renamed only when complete.
+    Rows are shuffled with ``seed`` (so a contiguous train/val/test split is a random one), or put
+    in ``order`` (a permutation of the rows, e.g. a published split's training rows first:
+    :func:`pdegrow.data.published_splits.split_order`); the file is written to ``OUT.tmp`` and
+    renamed only when complete.
     """
     out = Path(out)
     if out.exists() and not overwrite:
@@ -305,7 +308,12 @@ def write_table(table: Table, out: str | os.PathLike, seed: int = 0, overwrite: 
                            f"got {x.shape} and {y.shape}")
     if not np.isfinite(x).all() or (table.problem == "regression" and not np.isfinite(y).all()):
         raise PdegrowError(f"{table.name}: NaN or infinite values in the data")
-    order = np.random.default_rng(seed).permutation(n)
+    if order is None:
+        order = np.random.default_rng(seed).permutation(n)
+    else:
+        order = np.asarray(order)
+        if order.shape != (n,) or not np.array_equal(np.sort(order), np.arange(n)):
+            raise PdegrowError(f"{table.name}: the row order must be a permutation of its {n} rows")
     x, y = x[order], y[order]
     specs: dict[str, tuple[tuple[int, ...], Any]] = {"inputs/features": ((x.shape[1],), np.float32)}
     if table.problem == "classification":

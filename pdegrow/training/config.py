@@ -41,6 +41,8 @@ class DataConfig:
     n_val: int = 10
     n_test: int = -1                       # -1: all remaining samples
     split_seed: int = 0
+    split: Literal["random", "ordered"] = "random"   # ordered: the file's first n_train rows train,
+                                           # the next n_val validate, the next n_test test
     noisy_copies: int = 0                  # extra noisy copies of each training input
     simulated_inputs: int = 0              # heat (KL prior), navier_stokes: extra training samples drawn from
                                            # the prior predictive with the file's own forward model
