@@ -11,7 +11,11 @@ conventions of the study, so the seed is the pairing unit.
         --metrics rel_error_target --pairs topological_insertion:fixed-same-size
 
 With several data sets, ``--datasets`` pairs the seeds within each one (without it, runs of the same seed
-on different data sets would overwrite each other).
+on different data sets would overwrite each other). ``--b-study DIR`` reads strategy B's runs from another
+study (same data set names and seeds), e.g. a baseline whose per-run config the new study did not change:
+
+    python experiments/paired_tests.py runs/study-ns-goal4 --datasets T0_2 T1 --metrics rel_error_target \
+        --pairs topological_insertion:fixed-same-size --b-study runs/study-ns-simulated
 """
 
 from __future__ import annotations
@@ -41,7 +45,10 @@ def main() -> None:
     p.add_argument("--datasets", nargs="+", default=["*"],
                    help="compare within each of these data sets of the study (default: all pooled by seed, "
                         "for one-data-set studies), e.g. --datasets T0_2 T1 T5")
+    p.add_argument("--b-study", type=Path, default=None,
+                   help="read strategy B's runs from this study directory (default: STUDY)")
     args = p.parse_args()
+    b_study = args.b_study or args.study
     print("| data set | A vs B | metric | seeds | mean(A − B) ± std | A better | paired t p | Wilcoxon p |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
     for dataset in args.datasets:
@@ -50,7 +57,7 @@ def main() -> None:
             a, _, b = pair.partition(":")
             for metric in args.metrics:
                 ea = seed_errors(args.study, a, metric, dataset)
-                eb = seed_errors(args.study, b, metric, dataset)
+                eb = seed_errors(b_study, b, metric, dataset)
                 seeds = sorted(set(ea) & set(eb))
                 if len(seeds) < 2:
                     print(f"| {label} | {a} vs {b} | {metric} | {len(seeds)} | – | – | – | – |")

@@ -6,7 +6,7 @@
 #   bash experiments/run_studies.sh data          # generate / derive every data set (once)
 #   bash experiments/run_studies.sh STUDY         # heat-paper heat-posterior heat-ordering heat-sensors50 heat-sensors50-regimes heat-default ns-sensors ns-full
 #                                                 # ns-full-wide ns-conv ns-simulated ridge ns-reference ns-figure diabetes digits transfer
-#                                                 # boston growth-fixes ns-vit digits-vit wind
+#                                                 # boston growth-fixes ns-vit digits-vit wind ns-goal4
 #   bash experiments/run_studies.sh all           # every study
 set -euo pipefail
 BIN=${PDEGROW_BIN:-.venv/bin}
@@ -72,6 +72,10 @@ case "${1:-help}" in
                 "$BIN/python" experiments/paired_tests.py runs/study-ns-simulated --datasets T0_2 T1 T5 \
                     --metrics rel_error_target --pairs topological_insertion:fixed-same-size \
                     random_insertion:fixed-same-size ;;
+  ns-goal4)     compare study-ns-goal4
+                "$BIN/python" experiments/paired_tests.py runs/study-ns-goal4 --datasets T0_2 T1 T5 \
+                    --metrics rel_error_target --pairs topological_insertion:fixed-same-size
+                "$BIN/python" experiments/dead_units.py runs/study-ns-goal4/runs/*/topological_insertion/seed-* ;;
   ns-full-wide) compare study-ns-full-wide ;;
   ns-vit)       compare study-ns-vit ;;
   ridge)        "$BIN/python" experiments/ridge_reference.py ;;
@@ -105,7 +109,7 @@ case "${1:-help}" in
   transfer)     "$BIN/python" experiments/transfer_study.py --out runs/study-transfer --workers "$NP"
                 "$BIN/python" experiments/transfer_study.py --model conv --out runs/study-transfer-conv --workers "$NP"
                 "$BIN/python" experiments/transfer_study.py --model heat --out runs/study-transfer-heat --workers "$NP" ;;
-  all)          for s in heat-paper heat-posterior heat-ordering heat-sensors50 heat-sensors50-regimes heat-default ns-sensors ns-full ns-full-wide ns-conv ns-simulated ns-vit ridge ns-reference ns-figure wind diabetes digits digits-vit boston growth-fixes transfer; do
+  all)          for s in heat-paper heat-posterior heat-ordering heat-sensors50 heat-sensors50-regimes heat-default ns-sensors ns-full ns-full-wide ns-conv ns-simulated ns-goal4 ns-vit ridge ns-reference ns-figure wind diabetes digits digits-vit boston growth-fixes transfer; do
                     "$0" "$s"; done ;;
   *) sed -n 2,10p "$0"; exit 2 ;;
 esac
