@@ -104,9 +104,12 @@ class LayerwiseStrategy(GrowthStrategy):
             else:
                 scale = self._residual_rms(ctx)
                 if ctx.model.is_conv:
+                    lift = ctx.model.lift   # a 3-D net's corrector reads the input as its lift does
                     q = ConvCorrector(ctx.data.input_shape[0], ctx.data.target_shape[0], self.srl_hidden,
                                       activation=self.srl_activation, scale=scale,
-                                      padding_mode=getattr(ctx.model.lift, "padding_mode", "zeros"))
+                                      padding_mode=getattr(lift, "padding_mode", "zeros"),
+                                      spatial_dims=getattr(lift, "spatial_dims", 2),
+                                      levels=getattr(lift, "levels", 0))
                 else:
                     q = MLPCorrector(int(torch.tensor(ctx.data.input_shape).prod()),
                                      list(ctx.data.target_shape), self.srl_hidden, self.srl_activation,

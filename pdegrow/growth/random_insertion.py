@@ -76,7 +76,7 @@ class RandomInsertion(TopologicalInsertion):
         model = ctx.model
         batches = large_batches(ctx, self.eval_elements)
         w = model.stream_width
-        fan_in = w * self.kernel_size**2 if model.is_conv else w
+        fan_in = w * self.kernel_size**model.spatial_dims if model.is_conv else w
         passes: dict[int, tuple[Any, float]] = {}  # depth → (states, costates), J (one pass per depth)
         rejected: list[dict[str, Any]] = []
         for draw in range(self.max_draws):

@@ -227,7 +227,11 @@ def accumulate_depth_operators(
             return DenseFeatureOperator(x, lam, sigma2=sigma2)
         if x.ndim == 4:
             return ConvFeatureOperator(x, lam, kernel_size, padding_mode=padding_mode, sigma2=sigma2)
-        raise ValueError(f"states must be (B, n) or (B, C, H, W), got {tuple(x.shape)}")
+        if x.ndim == 5:  # volumes: 3-D conv blocks
+            from pdegrow.growth.topological_conv3d import Conv3dFeatureOperator
+
+            return Conv3dFeatureOperator(x, lam, kernel_size, padding_mode=padding_mode, sigma2=sigma2)
+        raise ValueError(f"states must be (B, n), (B, C, H, W) or (B, C, D, H, W), got {tuple(x.shape)}")
 
     return accumulate_operators(
         passes, pick_mode=pick_mode, rows=lambda x: x, feature_operator=feature_operator,

@@ -296,7 +296,7 @@ class TopologicalInsertion(GrowthStrategy):
             return False
         if self.max_params is not None:
             w = model.stream_width
-            extra = (w * w * self.kernel_size**2 + w) if model.is_conv else (w * w + w)
+            extra = (w * w * self.kernel_size**model.spatial_dims + w) if model.is_conv else (w * w + w)
             if model.n_parameters() + extra > self.max_params:
                 return False
         return True

@@ -30,6 +30,7 @@ from torch import nn
 
 from pdegrow.errors import PdegrowError
 from pdegrow.models.activations import make_activation
+from pdegrow.models.conv3d import conv_layer, extrude
 
 BLOCK_REGISTRY: dict[str, type[SpecModule]] = {}
 
@@ -219,22 +220,29 @@ class MLPBlock(_Stack):
                 "activation": self.activation_name}
 
 
-def _conv(cin: int, cout: int, kernel_size: int, padding_mode: str) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, kernel_size, padding=kernel_size // 2, padding_mode=padding_mode)
+def _conv(cin: int, cout: int, kernel_size: int, padding_mode: str, spatial_dims: int = 2) -> nn.Module:
+    return conv_layer(cin, cout, kernel_size, padding_mode, spatial_dims)
+
+
+def _dims_spec(spatial_dims: int) -> dict[str, Any]:
+    """``spatial_dims`` in a spec only when 3: 2-D specs (and model files holding them) stay as they were."""
+    return {"spatial_dims": 3} if spatial_dims == 3 else {}
 
 
 @register_block
 class ConvPerceptronBlock(SpecModule):
-    """g(x) = σ(s·(K * x + b)), a ``channels → channels`` convolution with "same" padding."""
+    """g(x) = σ(s·(K * x + b)), a ``channels → channels`` convolution with "same" padding
+    (``spatial_dims`` 2: fields (B, C, H, W); 3: volumes (B, C, D, H, W))."""
 
     kind = "conv_perceptron"
 
     def __init__(self, channels: int, kernel_size: int = 3, activation: str = "tanh", scale: float = 1.0,
-                 padding_mode: str = "zeros"):
+                 padding_mode: str = "zeros", spatial_dims: int = 2):
         super().__init__()
         self.channels, self.kernel_size = int(channels), int(kernel_size)
         self.activation_name, self.padding_mode = activation, padding_mode
-        self.conv = _conv(channels, channels, kernel_size, padding_mode)
+        self.spatial_dims = int(spatial_dims)
+        self.conv = _conv(channels, channels, kernel_size, padding_mode, self.spatial_dims)
         self.act = make_activation(activation)
         self.register_buffer("scale", torch.tensor(float(scale)))
 
@@ -251,22 +259,23 @@ class ConvPerceptronBlock(SpecModule):
     def spec(self) -> dict[str, Any]:
         return {"kind": self.kind, "channels": self.channels, "kernel_size": self.kernel_size,
                 "activation": self.activation_name, "scale": float(self.scale),
-                "padding_mode": self.padding_mode}
+                "padding_mode": self.padding_mode, **_dims_spec(self.spatial_dims)}
 
 
 @register_block
 class ConvBlock(_Stack):
-    """g(x) = C_k σ(… σ(C_1 x)), channels c → hidden[0] → … → c, "same" padding."""
+    """g(x) = C_k σ(… σ(C_1 x)), channels c → hidden[0] → … → c, "same" padding (2-D or 3-D)."""
 
     kind = "conv"
 
     def __init__(self, channels: int, hidden: list[int] | tuple[int, ...] = (32,), kernel_size: int = 3,
-                 activation: str = "gelu", padding_mode: str = "zeros"):
+                 activation: str = "gelu", padding_mode: str = "zeros", spatial_dims: int = 2):
         super().__init__()
         self.channels, self.hidden = int(channels), [int(h) for h in hidden]
         self.kernel_size, self.activation_name, self.padding_mode = int(kernel_size), activation, padding_mode
+        self.spatial_dims = int(spatial_dims)
         sizes = [self.channels, *self.hidden, self.channels]
-        self.layers = nn.ModuleList(_conv(a, b, kernel_size, padding_mode)
+        self.layers = nn.ModuleList(_conv(a, b, kernel_size, padding_mode, self.spatial_dims)
                                     for a, b in zip(sizes[:-1], sizes[1:], strict=True))
         self.act = make_activation(activation)
 
@@ -276,7 +285,7 @@ class ConvBlock(_Stack):
     def spec(self) -> dict[str, Any]:
         return {"kind": self.kind, "channels": self.channels, "hidden": list(self.hidden),
                 "kernel_size": self.kernel_size, "activation": self.activation_name,
-                "padding_mode": self.padding_mode}
+                "padding_mode": self.padding_mode, **_dims_spec(self.spatial_dims)}
 
 
 # ---------------------------------------------------------------- lifts and heads
@@ -342,20 +351,33 @@ def periodic_coordinates(height: int, width: int, dtype: torch.dtype = torch.flo
 class ConvLift(SpecModule):
     """x₀ = σ(K * y + b): fields (B, C_in, H, W) → (B, width, H, W).
 
-    ``coordinates``: the convolution reads [y, :func:`periodic_coordinates`] (C_in + 4 channels)."""
+    ``coordinates``: the convolution reads [y, :func:`periodic_coordinates`] (C_in + 4 channels).
+    ``spatial_dims = 3``: volumes (B, C_in, D, H, W) → (B, width, D, H, W); with ``levels`` = D > 0 the
+    input is an image (B, C_in, H, W) that :func:`~pdegrow.models.conv3d.extrude` turns into a volume of
+    D levels (C_in + 1 channels: the level coordinate)."""
 
     kind = "conv_lift"
 
     def __init__(self, in_channels: int, width: int, kernel_size: int = 3, activation: str = "gelu",
-                 padding_mode: str = "zeros", coordinates: bool = False):
+                 padding_mode: str = "zeros", coordinates: bool = False, spatial_dims: int = 2,
+                 levels: int = 0):
         super().__init__()
         self.in_channels, self.width, self.kernel_size = int(in_channels), int(width), int(kernel_size)
         self.activation_name, self.padding_mode = activation, padding_mode
         self.coordinates = bool(coordinates)
-        self.conv = _conv(self.in_channels + 4 * self.coordinates, self.width, self.kernel_size, padding_mode)
+        self.spatial_dims, self.levels = int(spatial_dims), int(levels)
+        if self.spatial_dims == 3 and self.coordinates:
+            raise PdegrowError("conv lift: periodic coordinate channels are for 2-D fields "
+                               "(coordinates = false with spatial_dims = 3)")
+        if self.levels and self.spatial_dims != 3:
+            raise PdegrowError("conv lift: levels (extruding an image) needs spatial_dims = 3")
+        cin = self.in_channels + 4 * self.coordinates + (1 if self.levels else 0)
+        self.conv = _conv(cin, self.width, self.kernel_size, padding_mode, self.spatial_dims)
         self.act = make_activation(activation)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
+        if self.levels:
+            y = extrude(y, self.levels)
         if self.coordinates:
             c = periodic_coordinates(y.shape[-2], y.shape[-1], y.dtype, y.device)
             y = torch.cat([y, c.expand(y.shape[0], -1, -1, -1)], dim=1)
@@ -363,22 +385,26 @@ class ConvLift(SpecModule):
 
     def spec(self) -> dict[str, Any]:
         extra = {"coordinates": True} if self.coordinates else {}
+        if self.levels:
+            extra["levels"] = self.levels
         return {"kind": self.kind, "in_channels": self.in_channels, "width": self.width,
                 "kernel_size": self.kernel_size, "activation": self.activation_name,
-                "padding_mode": self.padding_mode, **extra}
+                "padding_mode": self.padding_mode, **extra, **_dims_spec(self.spatial_dims)}
 
 
 @register_block
 class ConvHead(SpecModule):
-    """output = K * x_L + b with a ``kernel_size`` convolution: (B, width, H, W) → (B, C_out, H, W)."""
+    """output = K * x_L + b with a ``kernel_size`` convolution: (B, width, H, W) → (B, C_out, H, W)
+    (or (B, width, D, H, W) → (B, C_out, D, H, W) with ``spatial_dims = 3``)."""
 
     kind = "conv_head"
 
-    def __init__(self, width: int, out_channels: int, kernel_size: int = 1, padding_mode: str = "zeros"):
+    def __init__(self, width: int, out_channels: int, kernel_size: int = 1, padding_mode: str = "zeros",
+                 spatial_dims: int = 2):
         super().__init__()
         self.width, self.out_channels, self.kernel_size = int(width), int(out_channels), int(kernel_size)
-        self.padding_mode = padding_mode
-        self.conv = _conv(self.width, self.out_channels, self.kernel_size, padding_mode)
+        self.padding_mode, self.spatial_dims = padding_mode, int(spatial_dims)
+        self.conv = _conv(self.width, self.out_channels, self.kernel_size, padding_mode, self.spatial_dims)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x)
@@ -389,7 +415,8 @@ class ConvHead(SpecModule):
 
     def spec(self) -> dict[str, Any]:
         return {"kind": self.kind, "width": self.width, "out_channels": self.out_channels,
-                "kernel_size": self.kernel_size, "padding_mode": self.padding_mode}
+                "kernel_size": self.kernel_size, "padding_mode": self.padding_mode,
+                **_dims_spec(self.spatial_dims)}
 
 
 # ---------------------------------------------------------------- SRL correctors
@@ -427,28 +454,37 @@ class MLPCorrector(_Stack):
 
 @register_block
 class ConvCorrector(_Stack):
-    """Q(y) = s · C_k σ(… σ(C_1 y)) on input fields (B, C_in, H, W) → (B, C_out, H, W); SRL for fields."""
+    """Q(y) = s · C_k σ(… σ(C_1 y)) on input fields (B, C_in, H, W) → (B, C_out, H, W); SRL for fields.
+
+    ``spatial_dims = 3``: 3-D convolutions on volumes; ``levels`` > 0 extrudes an input image over that
+    many levels first (as :class:`ConvLift` does)."""
 
     kind = "conv_corrector"
 
     def __init__(self, in_channels: int, out_channels: int, hidden: list[int] | tuple[int, ...] = (16, 16),
                  kernel_size: int = 3, activation: str = "gelu", scale: float = 1.0,
-                 padding_mode: str = "zeros"):
+                 padding_mode: str = "zeros", spatial_dims: int = 2, levels: int = 0):
         super().__init__()
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.hidden, self.kernel_size = [int(h) for h in hidden], int(kernel_size)
         self.activation_name, self.padding_mode = activation, padding_mode
-        sizes = [self.in_channels, *self.hidden, self.out_channels]
-        self.layers = nn.ModuleList(_conv(a, b, self.kernel_size, padding_mode)
+        self.spatial_dims, self.levels = int(spatial_dims), int(levels)
+        if self.levels and self.spatial_dims != 3:
+            raise PdegrowError("conv corrector: levels (extruding an image) needs spatial_dims = 3")
+        sizes = [self.in_channels + (1 if self.levels else 0), *self.hidden, self.out_channels]
+        self.layers = nn.ModuleList(_conv(a, b, self.kernel_size, padding_mode, self.spatial_dims)
                                     for a, b in zip(sizes[:-1], sizes[1:], strict=True))
         self.act = make_activation(activation)
         self.register_buffer("scale", torch.tensor(float(scale)))
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
+        if self.levels:
+            y = extrude(y, self.levels)
         return self.scale * self._run(y, self.act)
 
     def spec(self) -> dict[str, Any]:
         return {"kind": self.kind, "in_channels": self.in_channels, "out_channels": self.out_channels,
                 "hidden": list(self.hidden), "kernel_size": self.kernel_size,
                 "activation": self.activation_name, "scale": float(self.scale),
-                "padding_mode": self.padding_mode}
+                "padding_mode": self.padding_mode, **({"levels": self.levels} if self.levels else {}),
+                **_dims_spec(self.spatial_dims)}

@@ -82,15 +82,20 @@ class GrowableResNet(nn.Module):
     @classmethod
     def conv(cls, in_channels: int, out_channels: int, width: int, depth: int = 0, block: str = "conv",
              activation: str = "gelu", kernel_size: int = 3, padding_mode: str = "zeros",
-             zero_init: bool = False, coordinates: bool = False, **block_kwargs: Any) -> GrowableResNet:
+             zero_init: bool = False, coordinates: bool = False, spatial_dims: int = 2, levels: int = 0,
+             **block_kwargs: Any) -> GrowableResNet:
         """A field network on (B, C, H, W): ConvLift → ``depth`` conv blocks → 1×1 ConvHead
-        (``coordinates``: the lift also reads periodic coordinate channels)."""
-        model = cls(ConvLift(in_channels, width, kernel_size, activation, padding_mode, coordinates),
-                    ConvHead(width, out_channels, 1, padding_mode))
+        (``coordinates``: the lift also reads periodic coordinate channels).  ``spatial_dims = 3``:
+        the same on volumes (B, C, D, H, W) with 3-D convolutions; ``levels`` = D > 0 lets it read an
+        image (B, C, H, W) extruded over D levels (:func:`pdegrow.models.conv3d.extrude`)."""
+        model = cls(ConvLift(in_channels, width, kernel_size, activation, padding_mode, coordinates,
+                             spatial_dims, levels),
+                    ConvHead(width, out_channels, 1, padding_mode, spatial_dims))
         block_kwargs = _taken(block, block_kwargs)
         for _ in range(depth):
             model.insert_block(model.depth, model.new_block(
                 block, zero_init=zero_init, activation=activation, kernel_size=kernel_size,
+                spatial_dims=spatial_dims,
                 padding_mode=padding_mode, **block_kwargs))
         return model
 
@@ -134,6 +139,11 @@ class GrowableResNet(nn.Module):
     @property
     def is_conv(self) -> bool:
         return isinstance(self.lift, ConvLift) or isinstance(self.head, ConvHead)
+
+    @property
+    def spatial_dims(self) -> int:
+        """2 for fields (B, C, H, W), 3 for volumes (B, C, D, H, W) (conv networks; 2 otherwise)."""
+        return int(getattr(self.lift, "spatial_dims", 2))
 
     @property
     def stream_width(self) -> int:
@@ -194,7 +204,8 @@ class GrowableResNet(nn.Module):
         defaults = {"channels" if "conv" in kind else "width": self.stream_width,
                     # conv blocks follow the lift's padding and kernel unless told otherwise
                     "padding_mode": getattr(self.lift, "padding_mode", "zeros"),
-                    "kernel_size": getattr(self.lift, "kernel_size", 3)}
+                    "kernel_size": getattr(self.lift, "kernel_size", 3),
+                    "spatial_dims": self.spatial_dims}
         for key, value in defaults.items():
             if key in accepted and ("conv" in kind or key in ("width", "channels")):
                 kwargs.setdefault(key, value)

@@ -59,7 +59,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    kind: Literal["mlp", "conv", "vit"] = "mlp"   # vit: depth = transformer blocks (attention + MLP)
+    kind: Literal["mlp", "conv", "conv3d", "vit"] = "mlp"  # vit: depth = transformer blocks (attention
+                                           # + MLP); conv3d: 3-D convolutions on volumes (models/conv3d.py)
     width: int = 50
     depth: int = 1                         # residual blocks at the start
     block: str = "perceptron"
@@ -220,6 +221,10 @@ def build_config(values: dict[str, Any], source: str) -> ExperimentConfig:
             from pdegrow.models.vit import check_vit_strategy
 
             check_vit_strategy(cfg.strategy)
+        if cfg.model.kind == "conv3d":
+            from pdegrow.models.conv3d import check_conv3d_model
+
+            check_conv3d_model(cfg.strategy, cfg.model.coordinates)
     except PdegrowError as exc:
         raise PdegrowError(f"{source}: {exc}") from None
     return cfg

@@ -36,6 +36,10 @@ def build_model(cfg: ExperimentConfig, data: DataBundle) -> GrowableResNet:
         from pdegrow.models.vit import vit_for_data
 
         return vit_for_data(m, data.input_shape, data.target_shape, data.geometry)
+    if m.kind == "conv3d":
+        from pdegrow.models.conv3d import conv3d_for_data
+
+        return conv3d_for_data(m, data.input_shape, data.target_shape)
     if m.kind == "conv":
         if not data.is_field:
             raise PdegrowError(f"[model] kind = 'conv' needs field inputs and targets; the data has input "
