@@ -1,20 +1,26 @@
 """Learning curves on the heat `paper` preset (issue 16, goal 2): test error in m against n_train.
 
-Reads the run directories RUNS/{method}-n{N}-s{seed} (``pdegrow train`` with ``--set data.n_train=N
---set data.n_val=10 --set data.n_test=500`` on DATA), scores each on its own test split with
-``pdegrow evaluate``'s code against the Bayes reference beside DATA (``pdegrow reference DATA --method
-map --samples all``: every sample has one, so every split's test samples do), adds ridge regression
-(log observations → m at the nodes, as in ``experiments/ridge_reference.py``: inputs standardised on
-the training split, λ ∈ {1e-2 … 1e4} chosen on the validation split) on the same splits, prints one
-Markdown table (N × method → mean relative error of m, gap = error / reference − 1 on the same
-samples) and draws the error against N with the reference as a band (± 1 s.e.).
+Reads the runs of a ``pdegrow compare`` study (``--study``: STUDY/runs/DATASET/STRATEGY/seed-K, N read
+from each run's ``data.n_train``; ``experiments/study-heat-paper-lc.toml``) and/or single run directories
+(``--runs``: RUNS/{method}-n{N}-s{seed}, ``pdegrow train`` with ``--set data.n_train=N --set data.n_val=10
+--set data.n_test=500`` on DATA; ``--methods`` picks some of them). Scores each run on its own test split
+with ``pdegrow evaluate``'s code against the Bayes reference beside DATA (``pdegrow reference DATA --method
+map --samples all``: every sample has one, so every split's test samples do), adds ridge regression (log
+observations → m at the nodes, as in ``experiments/ridge_reference.py``: inputs standardised on the
+training split, λ ∈ {1e-2 … 1e4} chosen on the validation split) on the same splits, prints one Markdown
+table (method × N → mean ± std over seeds of the relative error of m, and of the gap = error /
+reference − 1 on the same samples) and draws the error against N (log x) with the reference as a band
+(± 1 s.e.), one line per method with the std over seeds as error bars, and the gap beside it.
 
-    python experiments/learning_curves.py --runs runs/lc --data datasets/heat-paper-5560.h5
+    python experiments/learning_curves.py --study runs/study-heat-paper-lc --data datasets/heat-paper-5560.h5
+    python experiments/learning_curves.py --study runs/study-heat-paper-lc --runs runs/lc \
+        --methods best best-nc0
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from collections import defaultdict
@@ -29,7 +35,11 @@ from pdegrow.reference.results import gap_summary
 from pdegrow.training.evaluate import evaluate_run
 
 METRIC = "rel_error_field"
-LABELS = {"sup": "supervised MLP (fixed, 10 noisy copies)",
+LABELS = {"fixed": "fixed (depth 2 × 64 from the start)",
+          "layerwise-srl": "layerwise + SRL (Approach I)",
+          "topological_insertion": "topological insertion (Approach II)",
+          "random_insertion": "random insertion",
+          "sup": "supervised MLP (fixed, 10 noisy copies)",
           "best": "posterior objective (heat-paper-best.toml)",
           "best-nc0": "posterior objective, the same with noisy_copies=0",
           "ridge": "ridge, log y → m"}
@@ -59,12 +69,43 @@ def ridge_per_sample(path: str, n_train: int, n_val: int, n_test: int,
     return errs(lam, te), te
 
 
+def find_runs(study: Path | None, runs: Path | None,
+              methods: list[str] | None) -> list[tuple[str, int, Path]]:
+    """(method, N, run directory) of every finished run (``model.pt`` present)."""
+    found = []
+    if study is not None:
+        for d in sorted(study.glob("runs/*/*/seed-*")):
+            if (d / "result.json").is_file() and (d / "config.json").is_file():   # finished runs only
+                n = int(json.loads((d / "config.json").read_text())["data"]["n_train"])
+                found.append((d.parent.name, n, d))
+    if runs is not None:
+        for d in sorted(runs.iterdir()):
+            m = RUN_RE.match(d.name)
+            if m and (d / "model.pt").is_file() and (methods is None or m["method"] in methods):
+                found.append((m["method"], int(m["n"]), d))
+    return found
+
+
+def cell_stats(v: list[tuple[float, float, float]]) -> tuple[float, float, float, float]:
+    """(mean error, std over seeds, mean gap, std of the gap over seeds); std 0 for one seed."""
+    a = np.array(v)
+
+    def sd(c: int) -> float:
+        return float(a[:, c].std(ddof=1)) if len(a) > 1 else 0.0
+
+    return float(a[:, 0].mean()), sd(0), float(a[:, 1].mean()), sd(1)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", default="runs/lc")
+    p.add_argument("--study", type=Path, default=None, help="a `pdegrow compare --out` directory")
+    p.add_argument("--runs", type=Path, default=None, help="a directory of METHOD-nN-sK run directories")
+    p.add_argument("--methods", nargs="+", default=None, help="only these METHODs of --runs")
     p.add_argument("--data", default="datasets/heat-paper-5560.h5")
     p.add_argument("--fig", default="experiments/results/figures/heat-learning-curves.png")
     args = p.parse_args(argv)
+    if args.study is None and args.runs is None:
+        sys.exit("give --study and/or --runs")
 
     found = load_reference_for(args.data)
     if found is None:
@@ -74,14 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     # (method, N) -> list of (error, gap, gap s.e.); N -> (reference mean, s.e.) on that N's test split
     cells: dict[tuple[str, int], list[tuple[float, float, float]]] = defaultdict(list)
     refs: dict[int, tuple[float, float]] = {}
-    for d in sorted(Path(args.runs).iterdir()):
-        m = RUN_RE.match(d.name)
-        if not m or not (d / "model.pt").is_file():
-            continue
+    for method, n, d in find_runs(args.study, args.runs, args.methods):
         r = evaluate_run(d, args.data, "test", use_reference=True)
         g = r["reference"]["metrics"][METRIC]
-        n = int(m["n"])
-        cells[(m["method"], n)].append((r[METRIC], g["gap"], g["gap_stderr"]))
+        cells[(method, n)].append((r[METRIC], g["gap"], g["gap_stderr"]))
         refs[n] = (g["reference"], g["reference_stderr"])
     for n in sorted(refs):
         e, te = ridge_per_sample(args.data, n, 10, 500)
@@ -91,54 +128,57 @@ def main(argv: list[str] | None = None) -> int:
     methods = [k for k in LABELS if any(key[0] == k for key in cells)]
     methods += sorted({key[0] for key in cells} - set(methods))
     ns = sorted(refs)
-    print(f"Test error in m (`{METRIC}`, 500 test samples per N, split seed 0); gap to the MAP "
-          f"({ref.method}, `{ref_path}`) on the same samples; seeds per cell in brackets "
-          "(then the per-seed errors when more than one).\n")
-    print("| method | " + " | ".join(f"N = {n}" for n in ns) + " |")
-    print("|---|" + "---:|" * len(ns))
-    print(f"| Bayes reference ({ref.method}) | " + " | ".join(f"{refs[n][0]:.4f} ± {refs[n][1]:.4f}"
-                                                           for n in ns) + " |")
+    print(f"Test error in m (`{METRIC}`, 500 test samples per N, split seed 0), mean ± std over seeds "
+          f"[seeds]; gap to the MAP ({ref.method}, `{ref_path}`) on the same samples, mean ± std over "
+          "seeds.\n")
+    print("| method | " + " | ".join(f"N = {n} | gap" for n in ns) + " |")
+    print("|---|" + "---:|---:|" * len(ns))
+    print(f"| Bayes reference ({ref.method}) ± s.e. | "
+          + " | ".join(f"{refs[n][0]:.4f} ± {refs[n][1]:.4f} | 0" for n in ns) + " |")
     for k in methods:
         row = []
         for n in ns:
             v = cells.get((k, n))
             if not v:
-                row.append("–")
+                row.append("– | –")
                 continue
-            a = np.array(v)
-            seeds = f" [{len(v)}]" if k != "ridge" else ""
-            if len(v) > 1:
-                seeds += " (" + ", ".join(f"{x:.4f}" for x in a[:, 0]) + ")"
-            row.append(f"{a[:, 0].mean():.4f} ({100 * a[:, 1].mean():+.1f} %){seeds}")
+            e, es, g, gs = cell_stats(v)
+            if k == "ridge":
+                row.append(f"{e:.4f} | {100 * g:+.1f} %")
+            else:
+                row.append(f"{e:.4f} ± {es:.4f} [{len(v)}] | {100 * g:+.1f} ± {100 * gs:.1f} %")
         print(f"| {LABELS.get(k, k)} | " + " | ".join(row) + " |")
 
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
-    fig, (ax, axg) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax, axg) = plt.subplots(1, 2, figsize=(12, 4.5))
     rn = np.array(ns, dtype=float)
     rm = np.array([refs[n][0] for n in ns])
     rs = np.array([refs[n][1] for n in ns])
     ax.fill_between(rn, rm - rs, rm + rs, color="0.8", label=f"Bayes reference ({ref.method}) ± s.e.")
     ax.plot(rn, rm, color="0.4", lw=1)
     axg.axhline(0, color="0.4", lw=1, label=f"Bayes reference ({ref.method})")
-    for k in methods:
-        xs = [n for n in ns if (k, n) in cells]
-        ys = [np.mean([c[0] for c in cells[(k, n)]]) for n in xs]
-        gs = [100 * np.mean([c[1] for c in cells[(k, n)]]) for n in xs]
-        ge = [100 * np.mean([c[2] for c in cells[(k, n)]]) for n in xs]
-        ax.plot(xs, ys, "o-", label=LABELS.get(k, k))
-        axg.errorbar(xs, gs, yerr=ge, fmt="o-", capsize=3, label=LABELS.get(k, k))
+    for i, k in enumerate(methods):
+        xs = np.array([n for n in ns if (k, n) in cells], dtype=float)
+        st = np.array([cell_stats(cells[(k, int(n))]) for n in xs])
+        shift = xs * 1.04 ** (i - (len(methods) - 1) / 2)   # side by side on the log axis
+        ax.errorbar(shift, st[:, 0], yerr=st[:, 1], fmt="o-", ms=4, capsize=3, label=LABELS.get(k, k))
+        axg.errorbar(shift, 100 * st[:, 2], yerr=100 * st[:, 3], fmt="o-", ms=4, capsize=3,
+                     label=LABELS.get(k, k))
     for a in (ax, axg):
         a.set_xscale("log")
+        a.set_xticks(rn, [str(n) for n in ns])
+        a.xaxis.set_minor_formatter(NullFormatter())
         a.set_xlabel("labelled training samples N")
         a.grid(alpha=0.3)
     ax.set_ylabel("mean relative error of m (500 test samples)")
     axg.set_ylabel("gap to the reference on the same samples (%)")
-    ax.set_title("heat paper preset: error in m")
-    axg.set_title("gap = error / reference − 1 (± paired s.e.)")
-    ax.legend(fontsize=8)
+    ax.set_title("heat paper preset: error in m (± std over seeds)")
+    axg.set_title("gap = error / reference − 1 (± std over seeds)")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     Path(args.fig).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.fig, dpi=120)
