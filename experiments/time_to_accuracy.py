@@ -37,7 +37,17 @@ class Reach:
 
 
 def rows(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    """The epochs of ``metrics.jsonl``, ``wall_s`` made cumulative over resumed segments (each restarts
+    its clock at 0)."""
+    out = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    offset, last = 0.0, 0.0
+    for r in out:
+        if "wall_s" in r:
+            if r["wall_s"] < last:   # a resumed segment: continue from the previous one's end
+                offset += last
+            last = r["wall_s"]
+            r["wall_s"] = r["wall_s"] + offset
+    return out
 
 
 def first_reaching(metrics: list[dict], key: str, target: float) -> dict | None:
