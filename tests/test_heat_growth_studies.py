@@ -50,7 +50,7 @@ def test_regime_map_varies_only_the_simulated_inputs() -> None:
     for r in cfg.runs:
         if r.strategy == "fixed-same-size" and r.seed == 0:
             data[r.dataset] = dict(r.config["data"])
-    assert {d["simulated_inputs"] for d in data.values()} == {5000, 10000, 20000}
+    assert {d["simulated_inputs"] for d in data.values()} == {10000, 20000}
     assert len({json.dumps({**d, "simulated_inputs": 0}, sort_keys=True) for d in data.values()}) == 1
     assert all(d["noisy_copies"] == 0 and d["n_train"] == 500 for d in data.values())
 
