@@ -49,7 +49,7 @@ case "${1:-help}" in
                 "$BIN/python" experiments/summarise_study.py runs/study-heat-sensors50-regimes \
                     --metrics rel_error_field rel_error_conductivity
                 "$BIN/python" experiments/paired_tests.py runs/study-heat-sensors50-regimes \
-                    --datasets sim20000 sim10000 sim5000 \
+                    --datasets sim20000 sim10000 \
                     --pairs topological_insertion:fixed-same-size topological-x4:fixed-depth5 ;;
   heat-sensors50) "$BIN/pdegrow" reference datasets/heat-sensors50-1050.h5 --method map --n-train 500 --n-val 50 \
                     --n-test 500 --threads 1 --no-progress --overwrite
