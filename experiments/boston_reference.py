@@ -7,6 +7,13 @@ random forest (default settings, fixed seeds; fitted on the training rows only).
 
     python experiments/prototype_data.py boston
     python experiments/boston_reference.py
+    python experiments/boston_reference.py --protocol paper     # the first paper's split (--split paper file)
+    python experiments/boston_reference.py --protocol keras
+    python experiments/boston_reference.py --split-seeds 1 2 3 4 5   # repeated random splits: mean ± std
+
+``--protocol paper|keras``: the file written by ``prototype_data.py boston --split paper|keras``
+taken in its order (``[data] split = "ordered"``): the last 50 of the published training rows
+validate (ridge's α), the published test rows test.
 """
 
 from __future__ import annotations
@@ -20,8 +27,14 @@ from pdegrow.contract import open_dataset
 from pdegrow.data.splits import make_splits
 from pdegrow.errors import PdegrowError
 
+#: protocol → (file, (n_train, n_val, n_test), ordered)
+PROTOCOLS = {"ours": ("datasets/proto-boston.h5", (354, 50, 102), False),
+             "paper": ("datasets/proto-boston-paper.h5", (304, 50, 152), True),
+             "keras": ("datasets/proto-boston-keras.h5", (354, 50, 102), True)}
 
-def references(path: str, sizes: tuple[int, int, int]) -> dict[str, float]:
+
+def references(path: str, sizes: tuple[int, int, int], split_seed: int = 0,
+               ordered: bool = False) -> dict[str, float]:
     """Test MSE of ridge / gradient boosting / random forest on the study's split of ``path``."""
     from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
     from sklearn.linear_model import Ridge
@@ -29,7 +42,7 @@ def references(path: str, sizes: tuple[int, int, int]) -> dict[str, float]:
     with open_dataset(path, "regression") as f:
         x = f["inputs/features"][()].astype(np.float64)
         y = f["targets/value"][()].astype(np.float64)[:, 0]
-    s = make_splits(len(x), *sizes, seed=0)
+    s = make_splits(len(x), *sizes, seed=split_seed, ordered=ordered)
     tr, va, te = (np.asarray(s[k]) for k in ("train", "val", "test"))
     mu, sd = x[tr].mean(0), x[tr].std(0)
     z = (x - mu) / np.where(sd > 0, sd, 1.0)
@@ -47,16 +60,26 @@ def references(path: str, sizes: tuple[int, int, int]) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default="datasets/proto-boston.h5")
+    ap.add_argument("--protocol", choices=sorted(PROTOCOLS), default="ours")
+    ap.add_argument("--data", default=None, help="the data file (default: the protocol's)")
+    ap.add_argument("--split-seeds", type=int, nargs="+", default=None,
+                    help="protocol 'ours' only: repeat on these split seeds, print mean ± std")
     args = ap.parse_args(argv)
+    path, sizes, ordered = PROTOCOLS[args.protocol]
+    seeds = args.split_seeds or [0]
+    if args.split_seeds and ordered:
+        print("error: --split-seeds needs --protocol ours (a published split is one split)", file=sys.stderr)
+        return 2
     try:
-        refs = references(args.data, (354, 50, 102))
+        runs = [references(args.data or path, sizes, s, ordered) for s in seeds]
     except PdegrowError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print("| reference | test MSE (k$²) |\n|---|---:|")
-    for name, v in refs.items():
-        print(f"| {name} | {v:.2f} |")
+    print(f"| reference ({args.protocol}, split seeds {seeds}) | test MSE (k$²) |\n|---|---:|")
+    for name in runs[0]:
+        v = np.array([r[name] for r in runs])
+        spread = f" ± {v.std(ddof=1):.2f}" if len(v) > 1 else ""
+        print(f"| {name} | {v.mean():.2f}{spread} |")
     return 0
 
 
