@@ -93,6 +93,10 @@ WIND: dict[str, ArrayMeta] = {
     "inputs/mast_image": ArrayMeta(("mast_channel", "y", "x"), "mast observations at their grid columns "
                                    "(last channel: masts per column)", WIND_SPEED),
     "inputs/terrain": ArrayMeta(("y", "x"), "ground height at the grid columns", "m"),
+    "inputs/observations_terrain": ArrayMeta(("observation_terrain",), "noisy wind at the masts, then the "
+                                             "ground height at the grid columns", "m s-1 | m"),
+    "inputs/mast_image_terrain": ArrayMeta(("mast_terrain_channel", "y", "x"), "mast image, then the ground "
+                                           "height at the grid columns as the last channel", "m s-1 | m"),
     "targets/velocity": ArrayMeta(("component", "level", "y", "x"), "wind velocity (u, v, w) on the grid",
                                   WIND_SPEED),
     "targets/velocity_nodes": ArrayMeta(("node", "component"), "wind velocity at the mesh nodes", WIND_SPEED),

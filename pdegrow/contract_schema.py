@@ -115,6 +115,8 @@ TABLES: dict[str, list[ArraySpec]] = {
         ArraySpec("targets/velocity_columns", "(n, 3·n_z, n_y, n_x)", "f", None),
         ArraySpec("inputs/terrain", "(n, n_y, n_x)", "f", _RANDOM),
         ArraySpec("targets/grid_z", "(n, n_z, n_y, n_x)", "f", _RANDOM),
+        ArraySpec("inputs/observations_terrain", "(n, M·K·c + n_y·n_x)", "f", None),   # added later
+        ArraySpec("inputs/mast_image_terrain", "(n, K·c + 2, n_y, n_x)", "f", None),
         ArraySpec("geometry/nodes", "(N, 3)", "f", _recipe),
         ArraySpec("geometry/cells", "(C, 4)", "i", _recipe),
         ArraySpec("geometry/ground_nodes", "(G,)", "i", _recipe),

@@ -318,6 +318,9 @@ class WindProblem:
             z = self.grid_points[:, 2].reshape(r.grid_nz, r.grid_ny, r.grid_nx)
             sample["inputs/terrain"] = z[0].copy()
             sample["targets/grid_z"] = z.copy()
+            # the inputs of a surrogate whose map may depend on the terrain: masts + ground heights
+            sample["inputs/observations_terrain"] = np.concatenate([noisy, z[0].ravel()])
+            sample["inputs/mast_image_terrain"] = np.concatenate([sample["inputs/mast_image"], z[0][None]])
         return sample
 
     def sample_specs(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -337,6 +340,9 @@ class WindProblem:
         if r.terrain == "random":
             specs["inputs/terrain"] = ((r.grid_ny, r.grid_nx), f8)
             specs["targets/grid_z"] = ((r.grid_nz, r.grid_ny, r.grid_nx), f8)
+            specs["inputs/observations_terrain"] = ((n_obs + r.grid_ny * r.grid_nx,), f8)
+            specs["inputs/mast_image_terrain"] = (
+                (len(r.mast_heights) * len(r.components) + 2, r.grid_ny, r.grid_nx), f8)
         return specs
 
     def static_arrays(self) -> dict[str, np.ndarray]:

@@ -198,3 +198,10 @@ def test_random_terrain_stores_the_ground_per_sample(tmp_path):
         np.testing.assert_allclose(z[:, 0], terrain)
         np.testing.assert_allclose(z[:, -1], 1500.0)
         assert "operators/grid_divergence_data" not in f
+        # the terrain-aware inputs: the masts, then the ground (flat vector; image's last channel)
+        both = f["inputs/observations_terrain"][()]
+        np.testing.assert_array_equal(both[:, :18], f["inputs/observations"][()])
+        np.testing.assert_array_equal(both[:, 18:], terrain.reshape(2, -1))
+        stacked = f["inputs/mast_image_terrain"][()]
+        np.testing.assert_array_equal(stacked[:, :-1], image)
+        np.testing.assert_array_equal(stacked[:, -1], terrain)
