@@ -100,7 +100,13 @@ case "${1:-help}" in
                 "$BIN/python" experiments/wind_study_figures.py runs/study-wind datasets/wind-study.h5 ;;
   diabetes)     compare study-prototypes-diabetes ;;
   boston)       "$BIN/python" experiments/prototype_data.py boston --overwrite
-                compare study-prototypes-boston ;;
+                "$BIN/python" experiments/prototype_data.py boston --split paper --overwrite
+                "$BIN/python" experiments/prototype_data.py boston --split keras --overwrite
+                compare study-prototypes-boston
+                compare study-prototypes-boston-paper
+                compare study-prototypes-boston-levers
+                compare study-prototypes-boston-splits
+                "$BIN/python" experiments/boston_paper_protocol.py --seeds 0 1 2 3 4 ;;
   growth-fixes) compare study-heat-paper-growth-fixes
                 "$BIN/python" experiments/summarise_study.py runs/study-heat-paper-growth-fixes \
                     --metrics rel_error_field rel_error_conductivity ;;
