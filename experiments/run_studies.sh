@@ -30,6 +30,10 @@ case "${1:-help}" in
     [ -f datasets/ns32-T5-sensors.h5 ] || "$BIN/python" experiments/ns_time_sets.py datasets/ns-32-T5.h5 --stem datasets/ns32
     [ -f datasets/wind-study.h5 ] || "$BIN/mpiexec" -n "$NP" "$BIN/pdegrow" generate wind --preset study \
         --out datasets/wind-study.h5 --no-progress
+    [ -f datasets/wind-study-prior.h5 ] || "$BIN/mpiexec" -n "$NP" "$BIN/pdegrow" generate wind --preset study \
+        --set seed=1 --set n_samples=3000 --out datasets/wind-study-prior.h5 --no-progress
+    [ -f datasets/wind-random.h5 ] || "$BIN/mpiexec" -n "$NP" "$BIN/pdegrow" generate wind --preset random \
+        --out datasets/wind-random.h5 --no-progress
     "$BIN/python" experiments/prototype_data.py diabetes digits --overwrite ;;
   heat-paper)   compare study-heat-paper
                 "$BIN/python" experiments/summarise_study.py runs/study-heat-paper \
@@ -91,8 +95,12 @@ case "${1:-help}" in
   ns-figure)    "$BIN/python" experiments/ns_fields_figure.py ;;
   wind)         compare study-wind
                 compare study-wind-conv
+                compare study-wind-conv3d
+                compare study-wind-random
                 "$BIN/python" experiments/wind_reference.py datasets/wind-study.h5 \
-                    --out experiments/results/wind-reference.md
+                    --prior datasets/wind-study-prior.h5 --out experiments/results/wind-reference.md
+                "$BIN/python" experiments/wind_reference.py datasets/wind-random.h5 --sizes 400 100 100 \
+                    --input inputs/observations_terrain --out experiments/results/wind-random-reference.md
                 "$BIN/python" experiments/summarise_study.py runs/study-wind --metrics rel_error_target mse_target \
                     rel_error_level0 rel_error_level1 rel_error_level3 rel_error_level5
                 "$BIN/python" experiments/wind_divergence_table.py runs/study-wind datasets/wind-study.h5 \

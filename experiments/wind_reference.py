@@ -1,6 +1,7 @@
 """Linear baselines for the wind study: ridge regression and optimal interpolation (BLUE) from the masts.
 
-Same file, input, target and split as ``experiments/study-wind.toml`` (split seed 0, 500/100/100).
+Same file, input, target and split as ``experiments/study-wind.toml`` (split seed 0, 500/100/100)
+(``--input inputs/observations_terrain`` for a random-terrain file: masts + ground heights).
 
 * ridge: û = ȳ_u + W (x − x̄)/s_x with W = argmin ‖U − X W‖² + λ‖W‖² on the training split, inputs
   standardised per feature, λ ∈ {1e-3 … 1e4} chosen on the validation split;
@@ -8,7 +9,16 @@ Same file, input, target and split as ``experiments/study-wind.toml`` (split see
   û = ū + C_uy (C_yy + R)⁻¹ (y − ȳ), with the prior covariances C_uy, C_yy of the clean field and its
   mast values estimated from the training samples (the prior is that of the generator: u₀'s law
   pushed through the mass-consistent projection) and R = σ²I the noise covariance from the
-  file's noise model (σ = noise_level · rms of the clean mast values, averaged over the training set).
+  file's noise model (σ = noise_level · rms of the clean mast values, averaged over the training set);
+* ``--prior FILE [FILE …]``: optimal interpolation with the prior covariances estimated from the clean
+  samples of other files of the *same recipe* with other seeds (``pdegrow generate wind --preset study
+  --set seed=1 --set n_samples=3000``: samples of the prior, independent of the test split), at
+  N = ``--prior-sizes`` samples each, and R = E[σ²] I = noise_level² · E[mean_s y_s²] I (the noise is
+  relative to each sample's rms, so its covariance is the mean of σ² over the prior; uncorrelated with
+  u). The mass-consistent projection is linear in u₀, but u₀'s law is not Gaussian (uniform speed and
+  direction, log-uniform roughness inside a log law): this is the best *linear* estimator (the linear
+  MMSE, E[u | y] only if the prior were Gaussian), and as N grows it converges to the linear limit
+  no ridge on 500 samples can beat in expectation.
 
 Printed: test MSE of u, the mean relative L² error ‖û − u‖/‖u‖ on the grid, and the relative error on
 every grid level (0 = the ground).
@@ -67,27 +77,81 @@ def optimal_interpolation(clean: np.ndarray, y: np.ndarray, noisy: np.ndarray, s
     return um + (noisy[te] - cm) @ K.T
 
 
+def oi_from_prior(clean_prior: np.ndarray, u_prior: np.ndarray, level: float, noisy: np.ndarray,
+                  ) -> tuple[np.ndarray, float]:
+    """û = ū + C_uy (C_yy + σ̄² I)⁻¹ (y − ȳ) with the sample covariances of the prior samples
+    (clean mast values (N, m), fields (N, P)) and σ̄² = level² · mean(clean²); returns (û, σ̄)."""
+    cm, um = clean_prior.mean(0), u_prior.mean(0)
+    dc, du = clean_prior - cm, u_prior - um
+    n = len(clean_prior)
+    C_yy = dc.T @ dc / (n - 1)
+    C_uy = du.T @ dc / (n - 1)
+    sigma = level * float(np.sqrt((clean_prior**2).mean()))
+    K = np.linalg.solve(C_yy + sigma**2 * np.eye(len(C_yy)), C_uy.T).T
+    return um + (noisy - cm) @ K.T, sigma
+
+
+def read_prior(paths: list[str], recipe: dict, input_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Clean inputs and flattened targets of the prior files; each must hold the data file's recipe
+    (every key but ``seed`` and ``n_samples``)."""
+    import json
+
+    xs, us = [], []
+    same = {k: v for k, v in recipe.items() if k not in ("seed", "n_samples")}
+    clean_name = input_name.replace("inputs/observations", "inputs/observations_clean", 1) \
+        if input_name == "inputs/observations" else None
+    for path in paths:
+        with open_dataset(path, "wind") as f:
+            other = {k: v for k, v in json.loads(f.attrs["config"]).items() if k not in ("seed", "n_samples")}
+            if other != same:
+                diff = sorted(k for k in set(other) | set(same) if other.get(k) != same.get(k))
+                raise SystemExit(f"{path}: not the data file's recipe (differs in {', '.join(diff)})")
+            if clean_name is None:
+                raise SystemExit("--prior needs --input inputs/observations (its clean values are stored)")
+            xs.append(f[clean_name][()])
+            us.append(f["targets/velocity"][()].reshape(len(xs[-1]), -1))
+    return np.concatenate(xs), np.concatenate(us)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data")
     p.add_argument("--sizes", type=int, nargs=3, default=[500, 100, 100], metavar=("TRAIN", "VAL", "TEST"))
+    p.add_argument("--input", default="inputs/observations", help="the input array (default: %(default)s)")
+    p.add_argument("--prior", nargs="+", default=[], metavar="FILE",
+                   help="files of prior samples (same recipe, other seeds) for the OI covariances")
+    p.add_argument("--prior-sizes", type=int, nargs="+", default=[500, 1000, 3000], metavar="N")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
+    import json
+
     with open_dataset(args.data, "wind") as f:
         n = int(f.attrs["n_samples"])
-        x = f["inputs/observations"][()]
+        x = f[args.input][()]
         clean = f["inputs/observations_clean"][()]
         u = f["targets/velocity"][()]
         level = float(f.attrs["noise_level"])
+        recipe = json.loads(f.attrs["config"])
     s = make_splits(n, *args.sizes, 0)
     tr, va, te = (np.asarray(s[k]) for k in ("train", "val", "test"))
     y = u.reshape(n, -1)
     pred_ridge, lam = ridge(x, y, tr, va, te)
-    sigma = level * float(np.sqrt((clean[tr] ** 2).mean(1)).mean())
-    pred_oi = optimal_interpolation(clean, y, x, sigma, tr, te)
-    rows = [(f"ridge (λ = {lam:g})", metrics(pred_ridge.reshape(u[te].shape), u[te])),
-            (f"optimal interpolation (σ = {sigma:.3g} m/s)", metrics(pred_oi.reshape(u[te].shape), u[te])),
-            ("prior mean (training average)", metrics(np.broadcast_to(u[tr].mean(0), u[te].shape), u[te]))]
+    rows = [(f"ridge on `{args.input}` (λ = {lam:g})", metrics(pred_ridge.reshape(u[te].shape), u[te]))]
+    if args.input == "inputs/observations":
+        sigma = level * float(np.sqrt((clean[tr] ** 2).mean(1)).mean())
+        pred_oi = optimal_interpolation(clean, y, x, sigma, tr, te)
+        rows.append((f"optimal interpolation, covariance of the {len(tr)} training samples "
+                     f"(σ = {sigma:.3g} m/s)", metrics(pred_oi.reshape(u[te].shape), u[te])))
+    if args.prior:
+        clean_p, u_p = read_prior(args.prior, recipe, args.input)
+        for size in args.prior_sizes:
+            if size > len(clean_p):
+                continue
+            pred, sig = oi_from_prior(clean_p[:size], u_p[:size], level, x[te])
+            rows.append((f"optimal interpolation, covariance of {size} simulated prior samples "
+                         f"(σ̄ = {sig:.3g} m/s)", metrics(pred.reshape(u[te].shape), u[te])))
+    prior_mean = np.broadcast_to(u[tr].mean(0), u[te].shape)
+    rows.append(("prior mean (training average)", metrics(prior_mean, u[te])))
     nz = u.shape[2]
     levels = " | ".join(f"level {k}" for k in range(nz))
     head = f"| baseline | test MSE (m²/s²) | rel. L² of u | {levels} |"
