@@ -46,6 +46,7 @@ def test_ns_best_configs_train_a_grown_network_on_a_tiny_file(tmp_path):
     from conftest import ROOT, run_cli
 
     from pdegrow.cli import main
+    from pdegrow.inference import load_model
 
     data = tmp_path / "ns.h5"
     run_cli("generate", "navier-stokes", "--resolution", "8", "--final-time", "0.02", "--set", "dt=0.005",
@@ -64,3 +65,10 @@ def test_ns_best_configs_train_a_grown_network_on_a_tiny_file(tmp_path):
         assert summary["growth_events"] == 2
         assert summary["architecture"]["n_params"] == 368 + 1168 + 2 * 584 + 9
         assert json.loads((run / "config.json").read_text())["model"]["coordinates"] is True
+        # fraction = 0: every output channel of each inserted block got its eigenvector row, so none is
+        # identically zero (a zero channel of σ(W x + b) with σ = silu_tanh, σ′(0) = 0, never trains)
+        inserted = [b for b in load_model(run).model.blocks if b.kind == "conv_perceptron"]
+        assert len(inserted) == 2
+        for block in inserted:
+            w = block.last_layer().weight.detach().reshape(block.channels, -1)
+            assert ((w != 0).any(dim=1) | (block.last_layer().bias.detach() != 0)).all()
