@@ -16,6 +16,12 @@ study (same data set names and seeds), e.g. a baseline whose per-run config the 
 
     python experiments/paired_tests.py runs/study-ns-goal4 --datasets T0_2 T1 --metrics rel_error_target \
         --pairs topological_insertion:fixed-same-size --b-study runs/study-ns-simulated
+
+``--b-runs PATTERN`` reads strategy B's runs from plain `pdegrow train` directories instead, one per seed
+(``{seed}`` in PATTERN), e.g. the runs of a best configuration that a study's fixed row repeats:
+
+    python experiments/paired_tests.py runs/study-heat-sensors50-regimes --datasets sim20000 \
+        --pairs topological_insertion:fixed-same-size --b-runs 'runs/s50-best-s{seed}'
 """
 
 from __future__ import annotations
@@ -37,6 +43,18 @@ def seed_errors(study: Path, strategy: str, metric: str, dataset: str = "*") -> 
     return out
 
 
+def run_errors(pattern: str, seeds: list[int], metric: str) -> dict[int, float]:
+    """Test errors of plain run directories ``pattern.format(seed=k)`` (those that finished)."""
+    out = {}
+    for seed in seeds:
+        summary = Path(pattern.format(seed=seed)) / "summary.json"
+        if summary.is_file():
+            value = json.loads(summary.read_text()).get("test", {}).get(metric)
+            if value is not None:
+                out[seed] = float(value)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("study", type=Path, help="a `pdegrow compare --out` directory")
@@ -47,6 +65,9 @@ def main() -> None:
                         "for one-data-set studies), e.g. --datasets T0_2 T1 T5")
     p.add_argument("--b-study", type=Path, default=None,
                    help="read strategy B's runs from this study directory (default: STUDY)")
+    p.add_argument("--b-runs", default=None, metavar="PATTERN",
+                   help="read strategy B's runs from plain run directories, {seed} in PATTERN "
+                        "(e.g. 'runs/s50-best-s{seed}')")
     args = p.parse_args()
     b_study = args.b_study or args.study
     print("| data set | A vs B | metric | seeds | mean(A − B) ± std | A better | paired t p | Wilcoxon p |")
@@ -57,7 +78,8 @@ def main() -> None:
             a, _, b = pair.partition(":")
             for metric in args.metrics:
                 ea = seed_errors(args.study, a, metric, dataset)
-                eb = seed_errors(b_study, b, metric, dataset)
+                eb = (run_errors(args.b_runs, sorted(ea), metric) if args.b_runs
+                      else seed_errors(b_study, b, metric, dataset))
                 seeds = sorted(set(ea) & set(eb))
                 if len(seeds) < 2:
                     print(f"| {label} | {a} vs {b} | {metric} | {len(seeds)} | – | – | – | – |")
