@@ -91,24 +91,20 @@ def oi_from_prior(clean_prior: np.ndarray, u_prior: np.ndarray, level: float, no
     return um + (noisy - cm) @ K.T, sigma
 
 
-def read_prior(paths: list[str], recipe: dict, input_name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Clean inputs and flattened targets of the prior files; each must hold the data file's recipe
-    (every key but ``seed`` and ``n_samples``)."""
+def read_prior(paths: list[str], recipe: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Clean mast values and flattened targets of the prior files; each must hold the data file's
+    recipe (every key but ``seed`` and ``n_samples``)."""
     import json
 
     xs, us = [], []
     same = {k: v for k, v in recipe.items() if k not in ("seed", "n_samples")}
-    clean_name = input_name.replace("inputs/observations", "inputs/observations_clean", 1) \
-        if input_name == "inputs/observations" else None
     for path in paths:
         with open_dataset(path, "wind") as f:
             other = {k: v for k, v in json.loads(f.attrs["config"]).items() if k not in ("seed", "n_samples")}
             if other != same:
                 diff = sorted(k for k in set(other) | set(same) if other.get(k) != same.get(k))
                 raise SystemExit(f"{path}: not the data file's recipe (differs in {', '.join(diff)})")
-            if clean_name is None:
-                raise SystemExit("--prior needs --input inputs/observations (its clean values are stored)")
-            xs.append(f[clean_name][()])
+            xs.append(f["inputs/observations_clean"][()])
             us.append(f["targets/velocity"][()].reshape(len(xs[-1]), -1))
     return np.concatenate(xs), np.concatenate(us)
 
@@ -117,7 +113,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data")
     p.add_argument("--sizes", type=int, nargs=3, default=[500, 100, 100], metavar=("TRAIN", "VAL", "TEST"))
-    p.add_argument("--input", default="inputs/observations", help="the input array (default: %(default)s)")
+    p.add_argument("--input", nargs="+", default=["inputs/observations"],
+                   help="the input array(s), one ridge row each (default: %(default)s)")
     p.add_argument("--prior", nargs="+", default=[], metavar="FILE",
                    help="files of prior samples (same recipe, other seeds) for the OI covariances")
     p.add_argument("--prior-sizes", type=int, nargs="+", default=[500, 1000, 3000], metavar="N")
@@ -127,7 +124,7 @@ def main() -> None:
 
     with open_dataset(args.data, "wind") as f:
         n = int(f.attrs["n_samples"])
-        x = f[args.input][()]
+        xs = {name: f[name][()] for name in args.input}
         clean = f["inputs/observations_clean"][()]
         u = f["targets/velocity"][()]
         level = float(f.attrs["noise_level"])
@@ -135,19 +132,24 @@ def main() -> None:
     s = make_splits(n, *args.sizes, 0)
     tr, va, te = (np.asarray(s[k]) for k in ("train", "val", "test"))
     y = u.reshape(n, -1)
-    pred_ridge, lam = ridge(x, y, tr, va, te)
-    rows = [(f"ridge on `{args.input}` (λ = {lam:g})", metrics(pred_ridge.reshape(u[te].shape), u[te]))]
-    if args.input == "inputs/observations":
+    rows = []
+    for name, x in xs.items():
+        pred_ridge, lam = ridge(x, y, tr, va, te)
+        rows.append((f"ridge on `{name}` (λ = {lam:g})", metrics(pred_ridge.reshape(u[te].shape), u[te])))
+    if "inputs/observations" in xs:
+        x = xs["inputs/observations"]
         sigma = level * float(np.sqrt((clean[tr] ** 2).mean(1)).mean())
         pred_oi = optimal_interpolation(clean, y, x, sigma, tr, te)
         rows.append((f"optimal interpolation, covariance of the {len(tr)} training samples "
                      f"(σ = {sigma:.3g} m/s)", metrics(pred_oi.reshape(u[te].shape), u[te])))
     if args.prior:
-        clean_p, u_p = read_prior(args.prior, recipe, args.input)
+        if "inputs/observations" not in xs:
+            raise SystemExit("--prior needs --input inputs/observations (the masts the covariances are of)")
+        clean_p, u_p = read_prior(args.prior, recipe)
         for size in args.prior_sizes:
             if size > len(clean_p):
                 continue
-            pred, sig = oi_from_prior(clean_p[:size], u_p[:size], level, x[te])
+            pred, sig = oi_from_prior(clean_p[:size], u_p[:size], level, xs["inputs/observations"][te])
             rows.append((f"optimal interpolation, covariance of {size} simulated prior samples "
                          f"(σ̄ = {sig:.3g} m/s)", metrics(pred.reshape(u[te].shape), u[te])))
     prior_mean = np.broadcast_to(u[tr].mean(0), u[te].shape)

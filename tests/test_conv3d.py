@@ -182,6 +182,7 @@ strategy = "{strategy}"
     ("layerwise", "max_layers = 1\nsrl_steps = 1\nsrl_hidden = [4]"),
     ("random_insertion", "max_layers = 1\nmin_significance = 0.0"),
     ("topological_insertion", "max_layers = 1\nmin_significance = 0.0"),
+    ("net2deeper", "max_layers = 1"),
 ])
 def test_conv3d_trains_and_grows_on_wind(tmp_path, wind_file, strategy, extra):
     config = tmp_path / "c.toml"
