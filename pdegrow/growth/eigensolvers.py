@@ -78,14 +78,35 @@ def dense_top_eigenpairs(blocks: Tensor) -> TopEigenpairs:
     return TopEigenpairs(values, vectors, "dense", 0, torch.zeros_like(values))
 
 
-def _orthogonalise(w: Tensor, basis: Tensor, idx: Tensor, j: int) -> Tensor:
-    """Remove from w (k, d) its components along basis[:j, idx] (twice, DGKS)."""
-    if j == 0:
+#: A second Gram–Schmidt pass is made for a block whose vector kept less than this fraction of its
+#: norm in the first (Daniel–Gragg–Kaufman–Stewart criterion, 1/√2): "twice is enough".
+REORTHOGONALISE_BELOW = 0.7071067811865476
+
+
+def _project_out(w: Tensor, q: Tensor) -> Tensor:
+    """w − Σ_i (q_iᵀ w) q_i per block: w (k, d), q (j, k, d)."""
+    coef = torch.einsum("jkd,kd->jk", q, w)
+    return w - torch.einsum("jk,jkd->kd", coef, q)
+
+
+def _orthogonalise(w: Tensor, q: Tensor) -> Tensor:
+    """Remove from w (k, d) its components along the orthonormal q (j, k, d), block by block.
+
+    One classical Gram–Schmidt pass for every block, a second one only for the blocks whose
+    vector lost more than 1 − 1/√2 of its norm in the first (DGKS): the second pass is what
+    cancellation needs, and it is needed by few blocks.
+    """
+    if q.shape[0] == 0:
         return w
-    q = basis[:j, idx]  # (j, k, d)
-    for _ in range(2):
-        coef = torch.einsum("jkd,kd->jk", q, w)
-        w = w - torch.einsum("jk,jkd->kd", coef, q)
+    before = w.norm(dim=1)
+    w = _project_out(w, q)
+    again = w.norm(dim=1) < REORTHOGONALISE_BELOW * before
+    if bool(again.all()):
+        return _project_out(w, q)
+    if bool(again.any()):
+        sub = again.nonzero().squeeze(1)
+        w = w.clone()
+        w[sub] = _project_out(w[sub], q[:, sub])
     return w
 
 
@@ -143,23 +164,24 @@ def lanczos_top_eigenpairs(
     for _restart in range(max_restarts + 1):
         if active.numel() == 0:
             break
-        # The basis grows by doubling, so a fast convergence never allocates max_basis·n·d.
-        basis = torch.zeros(min(m, 16), n_blocks, dim, dtype=dtype, device=device)
+        # basis[i, p] is the i-th Lanczos vector of block active[p]: only active blocks are kept
+        # (compacted when blocks converge, so no step gathers a copy of the basis), and it grows
+        # by doubling, so a fast convergence never allocates max_basis·n·d.
+        basis = torch.empty(min(m, 16), active.numel(), dim, dtype=dtype, device=device)
         alpha = torch.zeros(n_blocks, m, dtype=torch.float64, device=device)
         beta = torch.zeros(n_blocks, m, dtype=torch.float64, device=device)
         q = v[active]
-        q = q / q.norm(dim=1, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
-        basis[0, active] = q
+        basis[0] = q / q.norm(dim=1, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
         for j in range(m):
             idx = active
             if idx.numel() == 0:
                 break
-            q = basis[j, idx]
+            q = basis[j]
             w = matvec(q, idx)
             total_steps += 1
             a = (q * w).sum(dim=1)
             alpha[idx, j] = a.double()
-            w = _orthogonalise(w, basis, idx, j + 1)
+            w = _orthogonalise(w, basis[: j + 1])
             b = w.norm(dim=1)
             last = j == m - 1
             check = last or (j + 1) % check_every == 0 or j + 1 == dim
@@ -168,20 +190,19 @@ def lanczos_top_eigenpairs(
             tiny = b <= 1e3 * torch.finfo(dtype).eps * op_scale.clamp_min(torch.finfo(dtype).tiny)
             if not last and bool(tiny.any()):
                 rnd = torch.randn(int(tiny.sum()), dim, generator=gen, dtype=torch.float64).to(device, dtype)
-                rnd = _orthogonalise(rnd, basis, idx[tiny], j + 1)
+                rnd = _orthogonalise(rnd, basis[: j + 1, tiny])
                 w = w.clone()
                 w[tiny] = rnd
                 b = torch.where(tiny, torch.zeros_like(b), b)
+            beta[idx, j] = b.double()
             if not last:
-                beta[idx, j] = b.double()
                 nrm = w.norm(dim=1, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
                 if j + 1 >= basis.shape[0]:
-                    grown = torch.zeros(min(m, 2 * basis.shape[0]), n_blocks, dim, dtype=dtype, device=device)
+                    size = (min(m, 2 * basis.shape[0]), *basis.shape[1:])
+                    grown = torch.empty(size, dtype=dtype, device=device)
                     grown[: basis.shape[0]] = basis
                     basis = grown
-                basis[j + 1, idx] = w / nrm
-            else:
-                beta[idx, j] = b.double()
+                basis[j + 1] = w / nrm
             if not check:
                 continue
             k = j + 1
@@ -200,7 +221,7 @@ def lanczos_top_eigenpairs(
             if last or bool(done.any()):
                 sel = torch.ones_like(done) if last else done
                 ids = idx[sel]
-                vec = torch.einsum("ki,ikd->kd", y[sel].to(dtype), basis[:k, ids])
+                vec = torch.einsum("ki,ikd->kd", y[sel].to(dtype), basis[:k, sel])
                 vec = vec / vec.norm(dim=1, keepdim=True)
                 values[ids] = theta[sel].to(dtype)
                 vectors[ids] = vec
@@ -208,6 +229,8 @@ def lanczos_top_eigenpairs(
                 active = idx[~done]
                 if last:
                     v = vectors.clone()
+                elif active.numel():
+                    basis = basis[: max(k + 1, min(m, 16)), ~done]   # compact: converged blocks leave
         del basis
     vectors = canonical_sign(vectors)
     return TopEigenpairs(values, vectors, "lanczos", total_steps, residuals)

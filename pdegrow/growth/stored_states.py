@@ -90,9 +90,12 @@ def eval_rows(model: nn.Module, sample_input: Tensor, eval_elements: int = EVAL_
     return max(1, int(eval_elements) // max(1, per_sample))
 
 
-def large_batches(ctx: Any, eval_elements: int = EVAL_ELEMENTS) -> list[Any]:
-    """The training set of ``ctx`` (fixed order) merged into batches of ≈ ``eval_elements`` state entries."""
-    it = iter(ctx.train_batches())
+def large_batches(
+    ctx: Any, eval_elements: int = EVAL_ELEMENTS, batches: Iterable[Any] | None = None
+) -> list[Any]:
+    """The training set of ``ctx`` (fixed order; or ``batches``, e.g. this process's share of it) merged
+    into batches of ≈ ``eval_elements`` state entries."""
+    it = iter(ctx.train_batches() if batches is None else batches)
     try:
         first = next(it)
     except StopIteration:
@@ -146,9 +149,11 @@ def started_at(model: nn.Module, depth: int, block: nn.Module | None = None) -> 
 
 @torch.no_grad()
 def loss_from_states(ctx: Any, depth: int, batches: Sequence[Any], states: Sequence[Tensor],
-                     block: nn.Module | None = None) -> float:
+                     block: nn.Module | None = None, reduce: Any = None) -> float:
     """Mean training loss Σ_b B·batch_loss(b) / S with the model started at x_depth = ``states[b]``
-    (and ``block`` inserted there), for batches aligned with ``states``."""
+    (and ``block`` inserted there), for batches aligned with ``states``; with ``reduce`` (the
+    in-place sum over processes of a list of tensors) Σ B·loss and S are summed over processes,
+    each holding its share of the batches."""
     total, n = 0.0, 0
     with started_at(ctx.model, depth, block) as replay:
         for batch, x in zip(batches, states, strict=True):
@@ -156,6 +161,10 @@ def loss_from_states(ctx: Any, depth: int, batches: Sequence[Any], states: Seque
             b = batch_rows(batch)
             total += float(ctx.batch_loss(batch)) * b
             n += b
+    if reduce is not None:
+        sums = torch.tensor([total, float(n)], dtype=torch.float64)
+        reduce([sums])
+        total, n = float(sums[0]), int(round(float(sums[1])))
     return total / max(n, 1)
 
 

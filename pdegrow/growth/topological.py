@@ -58,6 +58,7 @@ from pdegrow.growth.topological_operators import (  # noqa: F401  (re-exported: 
     ConvFeatureOperator,
     DenseFeatureOperator,
     DepthOperator,
+    Reduce,
     accumulate_operators,
     augment,
     choose_method,
@@ -92,6 +93,7 @@ __all__ = [
     "rows_from_eigenpairs",
     "second_order_contributions",
     "states_and_costates",
+    "statistics_from_sums",
     "top_eigenpairs",
     "topological_derivatives",
     "trust_region_scale",
@@ -197,6 +199,7 @@ def accumulate_depth_operators(
     depths: Sequence[int] | None = None,
     sigma2: float = SIGMA_SECOND_DERIVATIVE,
     keep_features: bool = False,
+    reduce: Reduce | None = None,
 ) -> tuple[list[DepthOperator], float]:
     """Accumulate {A_r} per depth from per-batch (states, batch-mean loss, batch size).
 
@@ -211,7 +214,9 @@ def accumulate_depth_operators(
     (conv operator with ``kernel_size``/``padding_mode`` of the inserted
     block); solve them with either method.  ``keep_features`` also keeps the
     per-sample states and costates of "blocks" depths in ``op.features`` (the
-    feature operators hold them anyway).  Returns (operators per depth, J).
+    feature operators hold them anyway).  ``reduce``: the passes are this process's share of
+    the samples, summed over processes (:func:`~pdegrow.growth.topological_operators.accumulate_operators`).
+    Returns (operators per depth, J).
     """
     if mode not in ("auto", "blocks", "features"):
         raise ValueError(f"unknown mode {mode!r}: expected 'auto', 'blocks' or 'features'")
@@ -235,7 +240,7 @@ def accumulate_depth_operators(
 
     return accumulate_operators(
         passes, pick_mode=pick_mode, rows=lambda x: x, feature_operator=feature_operator,
-        depths=depths, sigma2=sigma2, keep_features=keep_features,
+        depths=depths, sigma2=sigma2, keep_features=keep_features, reduce=reduce,
     )
 
 
@@ -321,6 +326,21 @@ def contribution_statistics(contributions: Tensor) -> tuple[float, float, float]
     if s < 2:
         return total, math.inf, math.inf if total > 0 else 0.0
     se = math.sqrt(s) * float(c.std())
+    if se == 0.0:
+        return total, 0.0, math.inf if total > 0 else (0.0 if total == 0 else -math.inf)
+    return total, se, total / se
+
+
+def statistics_from_sums(total: float, sum_squares: float, count: int) -> tuple[float, float, float]:
+    """(C, SE, t) of :func:`contribution_statistics` from Σ_s c_s, Σ_s c_s² and S alone.
+
+    std(c, ddof = 1)² = (Σ c² − (Σ c)²/S)/(S − 1), SE = √S·std(c): what processes that each hold
+    a share of the samples need to all-reduce (three numbers) to get the statistics of the whole set.
+    """
+    if count < 2:
+        return total, math.inf, math.inf if total > 0 else 0.0
+    var = max(0.0, (sum_squares - total * total / count) / (count - 1))
+    se = math.sqrt(count * var)
     if se == 0.0:
         return total, 0.0, math.inf if total > 0 else (0.0 if total == 0 else -math.inf)
     return total, se, total / se

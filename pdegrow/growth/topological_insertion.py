@@ -51,7 +51,7 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -69,10 +69,15 @@ from pdegrow.growth.topological import (
     epsilon_bound,
     rows_from_eigenpairs,
     second_order_contributions,
+    statistics_from_sums,
     topological_derivatives,
 )
+from pdegrow.growth.topological_operators import Reduce
 from pdegrow.growth.topological_vit import accumulate_token_operators
 from pdegrow.models.vit import is_vit
+
+if TYPE_CHECKING:
+    from pdegrow.training.collective import Collective
 
 TRIGGERS = ("plateau", "threshold", "either")
 
@@ -99,19 +104,22 @@ def model_passes(
 
 def model_depth_operators(
     ctx: GrowthContext, *, mode: str = "auto", kernel_size: int = 3, batches: list[Any] | None = None,
-    depths: Sequence[int] | None = None, keep_features: bool = False,
+    depths: Sequence[int] | None = None, keep_features: bool = False, reduce: Reduce | None = None,
 ) -> tuple[list[DepthOperator], float]:
     """{A_r} at every depth 0 … L (or ``depths``) of ``ctx.model`` from one forward + backward pass.
 
     ``batches`` (default: the trainer's training batches) may be merged large
     batches (:func:`~pdegrow.growth.stored_states.large_batches`): J and the
     costates are the same.  ``keep_features`` keeps every depth's per-sample
-    states and costates in ``op.features``.
+    states and costates in ``op.features``.  ``reduce`` (several processes): ``batches`` are
+    this process's share, and the operators and J are summed over processes (see
+    :func:`~pdegrow.growth.topological_operators.accumulate_operators`).
     """
     model = ctx.model
     passes = model_passes(model, iter(ctx.train_batches() if batches is None else batches), ctx.batch_loss)
     if is_vit(model):  # token states (B, N, n): the sum runs over samples and tokens
-        return accumulate_token_operators(passes, mode=mode, depths=depths, keep_features=keep_features)
+        return accumulate_token_operators(passes, mode=mode, depths=depths, keep_features=keep_features,
+                                          reduce=reduce)
     padding_mode = getattr(model.lift, "padding_mode", "zeros")
     return accumulate_depth_operators(
         passes,
@@ -120,7 +128,17 @@ def model_depth_operators(
         padding_mode=padding_mode,
         depths=depths,
         keep_features=keep_features,
+        reduce=reduce,
     )
+
+
+def sharing(ctx: GrowthContext) -> tuple[Any, Collective | None]:
+    """This process's training batches and the collective over which sums over samples are all-reduced:
+    ``(ctx.train_batches(), None)`` in a serial run (nothing reduced, the serial code path)."""
+    c = getattr(ctx, "collective", None)
+    if c is None or c.world == 1 or ctx.shard_batches is None:
+        return ctx.train_batches(), None
+    return ctx.shard_batches(), c
 
 
 def admissible_block(model: nn.Module, rows: ProposedRows, eps: float, kernel_size: int = 3) -> nn.Module:
@@ -167,23 +185,39 @@ class BlockSearch:
 def search_block_epsilon(
     ctx: GrowthContext, block: nn.Module, depth: int, batches: list[Any], features: tuple[Tensor, Tensor], *,
     loss0: float, target_decrease: float, max_preactivation: float, ratio_min: float, max_evals: int,
+    collective: Collective | None = None,
 ) -> BlockSearch:
     """C = Σ_s c_s of ``block``'s rows at ``depth`` from the stored (x_t, λ_t), and ε by
     :func:`~pdegrow.growth.topological.choose_epsilon`, each loss evaluated from the stored x_t.
 
+    With ``collective`` (several processes) ``batches`` and ``features`` are this process's share:
+    C, its standard error, the bound on ε and every loss are those of the whole training set
+    (sums all-reduced, max |z| gathered), so every process chooses the same ε.
     On return the block holds the chosen ε (0 when none decreases the loss or C ≤ 0).
     """
     x, lam = features
     z = block_preactivations(block, x)
-    coef, se, t = contribution_statistics(second_order_contributions(z, lam))
+    contributions = second_order_contributions(z, lam)
+    reduce = None if collective is None else collective.all_reduce_tensors
+    if reduce is None:
+        coef, se, t = contribution_statistics(contributions)
+    else:
+        sums = torch.stack([contributions.sum(), contributions.pow(2).sum(),
+                            torch.tensor(float(contributions.numel()), dtype=torch.float64)])
+        reduce([sums])
+        coef, se, t = statistics_from_sums(float(sums[0]), float(sums[1]), int(round(float(sums[2]))))
     choice = None
     if coef > 0 and math.isfinite(coef):
         states = split_rows(x, batches)
-        eps_max = epsilon_bound(z, max_preactivation)
+        if collective is None:
+            eps_max = epsilon_bound(z, max_preactivation)
+        else:
+            zmax = max(collective.gather(float(z.abs().max()) if z.numel() else 0.0))
+            eps_max = math.inf if zmax == 0.0 else float(max_preactivation) / zmax
 
         def loss_at(eps: float) -> float:
             block.scale.fill_(eps)  # type: ignore[union-attr]
-            return loss_from_states(ctx, depth, batches, states, block)
+            return loss_from_states(ctx, depth, batches, states, block, reduce=reduce)
 
         choice = choose_epsilon(loss_at, coef, loss0=loss0, target_decrease=target_decrease, eps_max=eps_max,
                                 ratio_min=ratio_min, max_evals=max_evals)
@@ -230,6 +264,7 @@ class DerivativePass:
     ops: list[DepthOperator]
     loss: float
     cpu: dict[str, float]
+    collective: Collective | None = None   # None: serial; else the operators are sums over processes
 
 
 @register_strategy
@@ -326,14 +361,16 @@ class TopologicalInsertion(GrowthStrategy):
         if self._cache is not None and self._cache.fingerprint == fp:
             return self._cache
         self._cache = None
-        batches = large_batches(ctx, self.eval_elements)
+        mine, collective = sharing(ctx)   # serial: every batch; else this process's share
+        batches = large_batches(ctx, self.eval_elements, mine)
         c0 = time.process_time()
         ops, j0 = model_depth_operators(ctx, mode=self.mode, kernel_size=self.kernel_size, batches=batches,
-                                        keep_features=True)
+                                        keep_features=True,
+                                        reduce=None if collective is None else collective.all_reduce_tensors)
         c1 = time.process_time()
         derivs, pairs = topological_derivatives(ops, method=self.method, tol=self.tol)
         cpu = {"pass_cpu_s": round(c1 - c0, 4), "solve_cpu_s": round(time.process_time() - c1, 4)}
-        self._cache = DerivativePass(fp, batches, derivs, pairs, ops, j0, cpu)
+        self._cache = DerivativePass(fp, batches, derivs, pairs, ops, j0, cpu, collective)
         return self._cache
 
     def _derivatives(self, ctx: GrowthContext) -> tuple[Tensor, list[Any], list[DepthOperator], float]:
@@ -345,11 +382,12 @@ class TopologicalInsertion(GrowthStrategy):
                              "derivative": [float(d) for d in derivs], "grew": grew, **extra})
 
     def _search(self, ctx: GrowthContext, block: nn.Module, depth: int, batches: list[Any],
-                features: tuple[Tensor, Tensor], j0: float) -> BlockSearch:
+                features: tuple[Tensor, Tensor], j0: float,
+                collective: Collective | None = None) -> BlockSearch:
         return search_block_epsilon(ctx, block, depth, batches, features, loss0=j0,
                                     target_decrease=self.eps_target_decrease,
                                     max_preactivation=self.max_preactivation, ratio_min=self.ratio_min,
-                                    max_evals=self.line_search_evals)
+                                    max_evals=self.line_search_evals, collective=collective)
 
     def propose(self, ctx: GrowthContext) -> GrowthProposal | None:
         if not self._budget_left(ctx):
@@ -370,7 +408,7 @@ class TopologicalInsertion(GrowthStrategy):
         if features is None:
             raise RuntimeError("the derivative pass kept no states at the chosen depth")
         c_search = time.process_time()
-        search = self._search(ctx, block, t_star, batches, features, j0)
+        search = self._search(ctx, block, t_star, batches, features, j0, d.collective)
         search_cpu = round(time.process_time() - c_search, 4)
         info: dict[str, Any] = {
             "derivative": [float(d) for d in derivs],

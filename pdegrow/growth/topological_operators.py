@@ -22,8 +22,11 @@ from pdegrow.growth.eigensolvers import TopEigenpairs, dense_top_eigenpairs, lan
 SIGMA_SECOND_DERIVATIVE = 1.0
 
 __all__ = ["SIGMA_SECOND_DERIVATIVE", "BlockOperator", "ConvFeatureOperator", "DenseFeatureOperator",
-           "DepthOperator", "accumulate_operators", "augment", "choose_method", "conv_patches", "form_blocks",
-           "top_eigenpairs"]
+           "DepthOperator", "Reduce", "ShardedOperator", "accumulate_operators", "augment", "choose_method",
+           "conv_patches", "form_blocks", "top_eigenpairs"]
+
+#: The in-place sum over processes of a list of tensors (``GrowthContext.share``); None: one process.
+Reduce = Callable[[list[Tensor]], None]
 
 # --------------------------------------------------------------------------- features and blocks
 
@@ -211,6 +214,32 @@ class ConvFeatureOperator(DepthOperator):
         return a
 
 
+class ShardedOperator(DepthOperator):
+    """A feature operator built from this process's share of the samples, summed over processes.
+
+    A_r = σ″(0) Σ_s λ_{s,r} x̃_s x̃_sᵀ is a sum over samples, so with the samples split over
+    processes A_r = Σ_ranks A_r^(rank): every product (and the dense blocks) is computed on the
+    local share and all-reduced (``reduce``), so every process holds the same A_r v and the
+    eigen-solver takes the same steps everywhere.  ``features`` stay local (this share's states
+    and costates).
+    """
+
+    def __init__(self, local: DepthOperator, reduce: Reduce) -> None:
+        self.local, self.reduce = local, reduce
+        self.n_blocks, self.dim, self.reference = local.n_blocks, local.dim, local.reference
+        self.features = local.features
+
+    def matvec(self, v: Tensor, idx: Tensor) -> Tensor:
+        out = self.local.matvec(v, idx)
+        self.reduce([out])
+        return out
+
+    def blocks(self) -> Tensor:
+        a = self.local.blocks().clone()
+        self.reduce([a])
+        return a
+
+
 # --------------------------------------------------------------------------- eigen-solve
 
 
@@ -284,6 +313,7 @@ def accumulate_operators(
     depths: Sequence[int] | None = None,
     sigma2: float = SIGMA_SECOND_DERIVATIVE,
     keep_features: bool = False,
+    reduce: Reduce | None = None,
 ) -> tuple[list[DepthOperator], float]:
     """{A_r} per depth from per-batch (states, batch-mean loss, B): the loop of the dense and token nets.
 
@@ -292,6 +322,12 @@ def accumulate_operators(
     ``form_blocks(augment(rows(x)), rows(λ))``) or "features" (states and costates kept,
     concatenated and handed to ``feature_operator(X, Λ/S)`` at the end).  ``keep_features``
     also keeps them for "blocks" depths in ``op.features``.  Returns (operators, J).
+
+    ``reduce`` (several processes, each passing its share of the batches): S and Σ B·loss are
+    summed over processes, stored blocks too, and feature operators become
+    :class:`ShardedOperator` (local features, all-reduced products), so every process gets the
+    operators of the whole training set; ``op.features`` then hold this share's rows (λ with the
+    global 1/S).
     """
     blocks: list[Tensor | None] = []
     xs: list[list[Tensor]] = []
@@ -320,6 +356,9 @@ def accumulate_operators(
                 ls[i].append(lam)
         total += b
         loss_sum += float(loss.detach()) * b
+    if reduce is not None:
+        return _sharded_operators(modes, blocks, xs, ls, total, loss_sum, feature_operator, keep_features,
+                                  reduce)
     if total == 0:
         raise ValueError("no training data: the batch iterable was empty")
     ops: list[DepthOperator] = []
@@ -332,3 +371,30 @@ def accumulate_operators(
             op = feature_operator(torch.cat(xs[i]), torch.cat(ls[i]) / total)
         ops.append(op)
     return ops, loss_sum / total
+
+
+def _sharded_operators(
+    modes: list[str], blocks: list[Tensor | None], xs: list[list[Tensor]], ls: list[list[Tensor]], total: int,
+    loss_sum: float, feature_operator: Callable[[Tensor, Tensor], DepthOperator], keep_features: bool,
+    reduce: Reduce,
+) -> tuple[list[DepthOperator], float]:
+    """The end of :func:`accumulate_operators` for a share of the samples: S, Σ B·loss and the stored
+    blocks summed over processes (one all-reduce), feature operators wrapped in :class:`ShardedOperator`."""
+    sums = torch.tensor([float(total), loss_sum, float(total == 0)], dtype=torch.float64)
+    reduce([sums])   # first the counts, so that every process raises (or not) together
+    total_all, loss_all = int(round(float(sums[0]))), float(sums[1])
+    if total_all == 0:
+        raise ValueError("no training data: the batch iterable was empty")
+    if float(sums[2]) > 0:
+        raise ValueError("a process has an empty share of the training set: use fewer processes")
+    reduce([b for b, use in zip(blocks, modes, strict=True) if use == "blocks"])  # type: ignore[misc]
+    ops: list[DepthOperator] = []
+    for i, use in enumerate(modes):
+        if use == "blocks":
+            op: DepthOperator = BlockOperator(blocks[i] / total_all)  # type: ignore[operator]
+            if keep_features:
+                op.features = (torch.cat(xs[i]), torch.cat(ls[i]) / total_all)
+        else:
+            op = ShardedOperator(feature_operator(torch.cat(xs[i]), torch.cat(ls[i]) / total_all), reduce)
+        ops.append(op)
+    return ops, loss_all / total_all

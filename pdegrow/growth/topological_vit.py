@@ -32,7 +32,7 @@ by ε without σ (g = ε·Attn(x)) would not be admissible at second order: its 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -109,6 +109,7 @@ def accumulate_token_operators(
     depths: Sequence[int] | None = None,
     sigma2: float = SIGMA_SECOND_DERIVATIVE,
     keep_features: bool = False,
+    reduce: Callable[[list[Tensor]], None] | None = None,
 ) -> tuple[list[DepthOperator], float]:
     """{A_r} per depth of a token network from per-batch (states (B, N, n), batch-mean loss, B).
 
@@ -116,7 +117,8 @@ def accumulate_token_operators(
     "blocks" accumulates A_t (n, n+1, n+1) over the S·N token rows (GEMMs); "features" keeps
     the states and costates for :class:`TokenFeatureOperator`; "auto" picks by
     :func:`~pdegrow.growth.topological_operators.choose_method`.  Stored blocks keep their (S, N, n)
-    states and costates in ``op.features`` when ``keep_features``.  Returns (operators, J).
+    states and costates in ``op.features`` when ``keep_features``.  ``reduce``: this process's
+    share of the samples, summed over processes.  Returns (operators, J).
     """
     if mode not in ("auto", "blocks", "features"):
         raise ValueError(f"unknown mode {mode!r}: expected 'auto', 'blocks' or 'features'")
@@ -130,7 +132,7 @@ def accumulate_token_operators(
     return accumulate_operators(
         passes, pick_mode=pick_mode, rows=token_rows,
         feature_operator=lambda x, lam: TokenFeatureOperator(x, lam, sigma2=sigma2),
-        depths=depths, sigma2=sigma2, keep_features=keep_features,
+        depths=depths, sigma2=sigma2, keep_features=keep_features, reduce=reduce,
     )
 
 
