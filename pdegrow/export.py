@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from pdegrow.data.model_input import model_inputs
+from pdegrow.data.normalize import Standardizer
 from pdegrow.errors import PdegrowError
 from pdegrow.inference import PortableModel
 
@@ -38,9 +40,7 @@ class BakedModel(nn.Module):
         super().__init__()
         self.net = copy.deepcopy(pm.model).requires_grad_(False)   # an inference graph: no gradients
         dtype = next(pm.model.parameters()).dtype
-        self.log_input = pm.transform == "log"
-        shape = pm.input_shape or tuple(pm.input_norm.mean.shape)
-        self.image_input = len(shape) == 2
+        self.transform = pm.transform
         target_shape = pm.fields_info.get("target_shape") or list(pm.target_norm.mean.shape)
         self.target_shape = [int(s) for s in target_shape]
         self.register_buffer("in_mean", pm.input_norm.mean.to(dtype).clone())
@@ -54,12 +54,9 @@ class BakedModel(nn.Module):
         self.register_buffer("matrix", torch.as_tensor(matrix, dtype=dtype))
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
-        x = observations.to(self.in_mean.dtype)
-        if self.log_input:
-            x = torch.log(x.abs().clamp_min(1e-30))
-        if self.image_input:
-            x = x.unsqueeze(1)
-        z = self.net((x - self.in_mean) / self.in_std)
+        # the pipeline of training, evaluate and predict (pdegrow.data.model_input), on tensors
+        norm = Standardizer(self.in_mean, self.in_std)
+        z = self.net(model_inputs(observations, self.transform, norm, self.in_mean.dtype))
         y = z * self.out_std + self.out_mean
         if self.decode:
             return self.offset + y.reshape(y.shape[0], -1) @ self.matrix

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 from pdegrow import tensorfile
-from pdegrow.data.normalize import Standardizer, input_transform
+from pdegrow.data.model_input import model_inputs
+from pdegrow.data.normalize import Standardizer
 from pdegrow.errors import PdegrowError
 from pdegrow.models.resnet import GrowableResNet
 
@@ -189,12 +190,11 @@ class PortableModel:
             raise PdegrowError(f"{what} hold NaN/inf in {int(bad.sum())} sample(s) (rows {rows})")
         return obs
 
-    def _network_input(self, x: np.ndarray) -> torch.Tensor:
+    def network_input(self, obs: np.ndarray) -> torch.Tensor:
+        """The network's input for raw observations (n, *input_shape), as in training
+        (:func:`pdegrow.data.model_input.model_inputs`)."""
         p = next(self.model.parameters())
-        t = torch.as_tensor(input_transform(x, self.transform), dtype=p.dtype, device=p.device)
-        if t.ndim == 3:  # 2-D fields get a channel axis, as in training
-            t = t[:, None]
-        return self.input_norm.transform(t)
+        return model_inputs(obs, self.transform, self.input_norm, p.dtype, p.device)
 
     @torch.no_grad()
     def predict(self, obs: np.ndarray, batch_size: int = 1024) -> np.ndarray:
@@ -204,7 +204,7 @@ class PortableModel:
         shape = self.fields_info.get("target_shape")
         outs = []
         for start in range(0, len(obs), batch_size):
-            z = self.model(self._network_input(obs[start:start + batch_size]))
+            z = self.model(self.network_input(obs[start:start + batch_size]))
             y = self.target_norm.inverse(z).double().cpu().numpy()
             outs.append(y.reshape(len(y), *shape) if shape is not None else y)
         if outs:

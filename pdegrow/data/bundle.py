@@ -12,8 +12,9 @@ import torch
 from pdegrow.contract import open_dataset
 from pdegrow.data.checks import check_finite
 from pdegrow.data.loaders import LazySplit, MemorySplit, Split
+from pdegrow.data.model_input import physical_inputs, transformed_inputs
 from pdegrow.data.noise import noisy_copy
-from pdegrow.data.normalize import Standardizer, input_transform, inverse_input_transform
+from pdegrow.data.normalize import Standardizer
 from pdegrow.data.splits import make_splits
 from pdegrow.errors import DataContractError, PdegrowError
 from pdegrow.training.config import DataConfig
@@ -49,7 +50,7 @@ class DataBundle:
 
     def to_physical_input(self, z: torch.Tensor) -> torch.Tensor:
         """The raw input (e.g. the observations y, not log y) from its normalised value."""
-        return inverse_input_transform(self.input_norm.inverse(z), self.cfg.input_transform)
+        return physical_inputs(z, self.cfg.input_transform, self.input_norm)
 
 
 def _check_name(f: Any, name: str, path: str) -> None:
@@ -80,7 +81,6 @@ def prepare_data(path: str, cfg: DataConfig, seed: int, device: torch.device,
         if cfg.noisy_copies:
             check_finite(path, {cfg.clean_input: f[cfg.clean_input]}, {"train": splits["train"]})
         noise = (float(f.attrs.get("noise_level", 0.0)), str(f.attrs.get("noise_model", "relative")))
-        field_in = f[cfg.input].ndim == 3
         field_out = f[cfg.target].ndim == 3
         per_sample = sum(int(np.prod(f[k].shape[1:])) * f[k].dtype.itemsize
                          for k in (cfg.input, cfg.target, *cfg.aux))
@@ -102,7 +102,7 @@ def prepare_data(path: str, cfg: DataConfig, seed: int, device: torch.device,
         for c in range(1, cfg.noisy_copies + 1):
             x_all.append(np.stack([noisy_copy(clean_tr[j], *noise, seed, int(tr[j]), c)
                                    for j in range(len(tr))]))
-        x_train = as_t(input_transform(np.concatenate(x_all), cfg.input_transform), field_in)
+        x_train = transformed_inputs(np.concatenate(x_all), cfg.input_transform, dtype)
         if not np.isfinite(x_train.numpy()).all() or not np.isfinite(y_tr).all():
             raise DataContractError(f"{path}: training inputs or targets contain NaN/inf")
         sim = None
@@ -123,7 +123,7 @@ def prepare_data(path: str, cfg: DataConfig, seed: int, device: torch.device,
             if copies:
                 x = x_train
             else:
-                x = as_t(input_transform(f[cfg.input][idx_np], cfg.input_transform), field_in)
+                x = transformed_inputs(f[cfg.input][idx_np], cfg.input_transform, dtype)
             y = as_t(f[cfg.target][idx_np], field_out)
             reps = 1 + copies
             aux = {k: torch.as_tensor(np.tile(f[k][idx_np], (reps,) + (1,) * (f[k].ndim - 1)), dtype=dtype)
@@ -135,7 +135,7 @@ def prepare_data(path: str, cfg: DataConfig, seed: int, device: torch.device,
         def lazy_split(idx: list[int], copies: int) -> LazySplit:
             return LazySplit(str(path), cfg.input, cfg.target, list(cfg.aux), np.asarray(idx, dtype=np.int64),
                              copies, cfg.clean_input if copies else None, noise, seed, input_norm,
-                             target_norm, field_in, field_out, dtype, device, cfg.input_transform)
+                             target_norm, field_out, dtype, device, cfg.input_transform)
 
         make = memory_split if in_memory else lazy_split
         train = make(splits["train"], cfg.noisy_copies)
@@ -161,7 +161,7 @@ def _simulate(problem: str, cfg: DataConfig, ops: dict[str, np.ndarray], geom: d
     def as_t(a: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(a[:, None] if a.ndim == 3 else a, dtype=dtype)
 
-    return (as_t(input_transform(sim[cfg.input], cfg.input_transform)), as_t(sim[cfg.target]),
+    return (transformed_inputs(sim[cfg.input], cfg.input_transform, dtype), as_t(sim[cfg.target]),
             {k: torch.as_tensor(sim[k], dtype=dtype) for k in cfg.aux})
 
 

@@ -16,8 +16,9 @@ import h5py
 import numpy as np
 import torch
 
+from pdegrow.data.model_input import model_inputs
 from pdegrow.data.noise import noisy_copy
-from pdegrow.data.normalize import Standardizer, input_transform
+from pdegrow.data.normalize import Standardizer
 
 
 @dataclass
@@ -66,14 +67,14 @@ class LazySplit:
 
     def __init__(self, path: str, input_name: str, target_name: str, aux_names: list[str],
                  file_indices: np.ndarray, n_copies: int, clean_name: str | None, noise: tuple[float, str],
-                 seed: int, input_norm: Standardizer, target_norm: Standardizer, field_in: bool,
-                 field_out: bool, dtype: torch.dtype, device: torch.device, transform: str = "none"):
+                 seed: int, input_norm: Standardizer, target_norm: Standardizer, field_out: bool,
+                 dtype: torch.dtype, device: torch.device, transform: str = "none"):
         self.path, self.input_name, self.target_name = path, input_name, target_name
         self.aux_names = aux_names
         self.file_indices = np.asarray(file_indices)
         self.n_copies, self.clean_name, self.noise, self.seed = n_copies, clean_name, noise, seed
         self.input_norm, self.target_norm = input_norm, target_norm
-        self.field_in, self.field_out, self.dtype, self.device = field_in, field_out, dtype, device
+        self.field_out, self.dtype, self.device = field_out, dtype, device
         self.transform = transform
         self._file: h5py.File | None = None
 
@@ -100,9 +101,8 @@ class LazySplit:
             clean = self._read(self.clean_name, rows)
             for j in np.flatnonzero(copies > 0):
                 x[j] = noisy_copy(clean[j], *self.noise, self.seed, rows[j], copies[j])
-        x = input_transform(x, self.transform)
         t = lambda a: torch.as_tensor(a, dtype=self.dtype, device=self.device)  # noqa: E731
-        inputs = self.input_norm.transform(t(_with_channel(x, self.field_in)))
+        inputs = model_inputs(x, self.transform, self.input_norm, self.dtype, self.device)
         targets = self.target_norm.transform(t(_with_channel(self._read(self.target_name, rows),
                                                              self.field_out)))
         aux = {k: t(self._read(k, rows)) for k in self.aux_names}

@@ -20,7 +20,8 @@ import torch
 from pdegrow.contract import open_dataset
 from pdegrow.data.checks import check_finite
 from pdegrow.data.loaders import Batch
-from pdegrow.data.normalize import Standardizer, input_transform
+from pdegrow.data.model_input import transformed_inputs
+from pdegrow.data.normalize import Standardizer
 from pdegrow.errors import PdegrowError
 from pdegrow.inference import restore_model
 from pdegrow.models.resnet import GrowableResNet
@@ -121,10 +122,9 @@ def load_eval_data(run: TrainedRun, data_path: str, split: str | None = None,
 
 
 def _as_model_input(run: TrainedRun, x: np.ndarray) -> torch.Tensor:
+    """:func:`pdegrow.data.model_input.model_inputs` for the run's network, the shape checked first."""
     p = next(run.model.parameters())
-    t = torch.as_tensor(input_transform(x, run.cfg.data.input_transform), dtype=p.dtype, device=p.device)
-    if t.ndim == 3:  # 2-D fields get a channel axis for every model kind, as in pdegrow.data.bundle
-        t = t[:, None]
+    t = transformed_inputs(x, run.cfg.data.input_transform, p.dtype, p.device)
     expected = tuple(run.input_norm.mean.shape) if run.input_norm.mode == "feature" else None
     if expected is not None and tuple(t.shape[1:]) != expected:
         raise PdegrowError(f"the data's inputs have shape {tuple(t.shape[1:])}, the model was trained on "
