@@ -17,11 +17,12 @@ study (same data set names and seeds), e.g. a baseline whose per-run config the 
     python experiments/paired_tests.py runs/study-ns-goal4 --datasets T0_2 T1 --metrics rel_error_target \
         --pairs topological_insertion:fixed-same-size --b-study runs/study-ns-simulated
 
-``--b-runs PATTERN`` reads strategy B's runs from plain `pdegrow train` directories instead, one per seed
-(``{seed}`` in PATTERN), e.g. the runs of a best configuration that a study's fixed row repeats:
+``--runs LABEL=PATTERN`` reads the runs of LABEL (as A or B) from plain `pdegrow train` directories
+instead, one per seed (``{seed}`` in PATTERN), e.g. the runs of a best configuration that a study's fixed
+row repeats:
 
     python experiments/paired_tests.py runs/study-heat-sensors50-regimes --datasets sim20000 \
-        --pairs topological_insertion:fixed-same-size --b-runs 'runs/s50-best-s{seed}'
+        --pairs topological_insertion:fixed-same-size --runs 'fixed-same-size=runs/s50-best-s{seed}'
 """
 
 from __future__ import annotations
@@ -65,11 +66,12 @@ def main() -> None:
                         "for one-data-set studies), e.g. --datasets T0_2 T1 T5")
     p.add_argument("--b-study", type=Path, default=None,
                    help="read strategy B's runs from this study directory (default: STUDY)")
-    p.add_argument("--b-runs", default=None, metavar="PATTERN",
-                   help="read strategy B's runs from plain run directories, {seed} in PATTERN "
-                        "(e.g. 'runs/s50-best-s{seed}')")
+    p.add_argument("--runs", nargs="+", default=[], metavar="LABEL=PATTERN",
+                   help="read LABEL's runs from plain run directories, {seed} in PATTERN "
+                        "(e.g. 'fixed-same-size=runs/s50-best-s{seed}'), seeds 0-99")
     args = p.parse_args()
     b_study = args.b_study or args.study
+    plain = dict(item.split("=", 1) for item in args.runs)
     print("| data set | A vs B | metric | seeds | mean(A − B) ± std | A better | paired t p | Wilcoxon p |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
     for dataset in args.datasets:
@@ -77,8 +79,9 @@ def main() -> None:
         for pair in args.pairs:
             a, _, b = pair.partition(":")
             for metric in args.metrics:
-                ea = seed_errors(args.study, a, metric, dataset)
-                eb = (run_errors(args.b_runs, sorted(ea), metric) if args.b_runs
+                ea = (run_errors(plain[a], list(range(100)), metric) if a in plain
+                      else seed_errors(args.study, a, metric, dataset))
+                eb = (run_errors(plain[b], list(range(100)), metric) if b in plain
                       else seed_errors(b_study, b, metric, dataset))
                 seeds = sorted(set(ea) & set(eb))
                 if len(seeds) < 2:
