@@ -11,7 +11,9 @@
 * A run is finished when its ``result.json`` exists (written atomically after
   the trainer returned); a run directory with a checkpoint but no result is
   resumed exactly (``pdegrow train --resume``), one without a checkpoint is
-  restarted — so an interrupted study continues where it stopped.
+  restarted — so an interrupted study continues where it stopped. A run already there must have
+  the study's config, compared resolved (:mod:`pdegrow.comparison.same_config`: keys added to
+  pdegrow since stand at their defaults); otherwise the study stops naming the differing keys.
 * Rank 0 then writes the table and the figures from the result files
   (:mod:`pdegrow.comparison.table`, :mod:`pdegrow.comparison.figures`).
 
@@ -32,6 +34,7 @@ from typing import Any
 
 from pdegrow.comparison.config import CompareConfig, RunSpec, check_data_files, load_compare_config
 from pdegrow.comparison.results import RESULT_FILE, read_result
+from pdegrow.comparison.same_config import config_differences, differences_line, resolved_config
 from pdegrow.comparison.table import collect_results, write_tables
 from pdegrow.errors import PdegrowError
 from pdegrow.locks import LOCK_NAME, DirectoryLock
@@ -115,16 +118,17 @@ def execute_run(spec: RunSpec, out: Path, device: str) -> dict[str, Any]:
     if resume and read_run(run_dir).get("status") == "failed":
         resume = False  # failed on bad data or settings: start it again
     if resume:
-        saved = json.loads((run_dir / "config.json").read_text())
-        saved_cmp = {**saved, "run": {**saved["run"], "device": spec.config["run"]["device"]}}
-        if saved_cmp != spec.config:
-            raise PdegrowError(f"{run_dir} holds a run of another config; remove it or use another --out")
+        diffs = config_differences(json.loads((run_dir / "config.json").read_text()), spec.config)
+        if diffs:
+            raise PdegrowError(f"{run_dir} holds a run of another config ({differences_line(diffs)}); "
+                               f"remove it or use another --out")
     t0 = time.perf_counter()
     summary = train(cfg, spec.data_path, run_dir, resume=resume, overwrite=not resume, progress=False)
     wall = time.perf_counter() - t0
     result = {
         "dataset": spec.dataset, "strategy": spec.strategy, "seed": spec.seed, "data": spec.data_path,
         "growth_strategy": spec.config["growth"]["strategy"], "config": spec.config,
+        "resolved_config": resolved_config(spec.config, spec.run_id),
         "test": summary.get("test", {}), "val": summary.get("val", {}),
         "n_params": summary["architecture"]["n_params"], "depth": summary["architecture"]["depth"],
         "growth_events": summary["growth_events"], "epochs": summary["epochs"],
@@ -155,6 +159,15 @@ def make_output_dir(out: Path) -> None:
         raise PdegrowError(f"cannot create the output directory {out} ({exc.strerror or exc})") from None
 
 
+def _differences(result: dict[str, Any], spec: RunSpec) -> dict[str, tuple[Any, Any]]:
+    """Where a finished run's config (its ``result.json``) differs from the study's
+    (:func:`pdegrow.comparison.same_config.config_differences`)."""
+    stored = result.get("config")
+    resolved = result.get("resolved_config")
+    return config_differences(stored if isinstance(stored, dict) else {}, spec.config,
+                              resolved if isinstance(resolved, dict) else None)
+
+
 def _plan(config_path: str, out: Path, data_overrides: dict[str, str] | None
           ) -> tuple[tuple[CompareConfig, list[int]], DirectoryLock]:
     """(the config and the pending runs, the lock of ``out``, held by the caller until the end)."""
@@ -169,9 +182,10 @@ def _plan(config_path: str, out: Path, data_overrides: dict[str, str] | None
             res = read_result(spec.run_dir(out))
             if res is None:
                 pending.append(i)
-            elif res.get("config") != spec.config:
-                raise PdegrowError(f"{spec.run_dir(out)} was made with another config; "
-                                   f"remove it or use another --out")
+            elif diffs := _differences(res, spec):
+                raise PdegrowError(f"{spec.run_dir(out)} was made with another config "
+                                   f"({differences_line(diffs)}); set the run's values in the study's "
+                                   f"config, remove the run, or use another --out")
     except BaseException:
         lock.release()
         raise
