@@ -22,11 +22,13 @@ come from this script.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -50,12 +52,27 @@ def make_trainer(data: str, width: int, n_train: int, copies: int, batch: int, o
     return Trainer(cfg, data, out, progress=False)
 
 
-def make_strategy(name: str) -> GrowthStrategy:
-    """The strategy with no budget limit and, where it has one, no significance test (always proposes)."""
+def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
+    """``name`` or ``name:key=value,key=value`` (values as JSON, e.g. ``prune_depths=true``)."""
+    name, _, opts = spec.partition(":")
+    options: dict[str, Any] = {}
+    for item in filter(None, opts.split(",")):
+        key, _, value = item.partition("=")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return name, options
+
+
+def make_strategy(spec: str) -> GrowthStrategy:
+    """The strategy with no budget limit and, where it has one, no significance test (always proposes),
+    and the options of ``spec`` (:func:`parse_variant`)."""
+    name, options = parse_variant(spec)
     try:
-        return build_strategy(name, {"max_layers": 100, "min_significance": 0.0})
+        return build_strategy(name, {"max_layers": 100, "min_significance": 0.0, **options})
     except PdegrowError:   # a version without the option
-        return build_strategy(name, {"max_layers": 100})
+        return build_strategy(name, {"max_layers": 100, **options})
 
 
 #: CPU-time parts a proposal logs: forward + backward pass, eigen-solves, ε choice from stored states.
@@ -71,7 +88,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=55)
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--strategies", nargs="+", default=["topological_insertion", "random_insertion"])
+    ap.add_argument("--strategies", nargs="+", default=["topological_insertion", "random_insertion"],
+                    help="strategy names, each optionally with options: "
+                         "topological_insertion:prune_depths=true")
     args = ap.parse_args()
     torch.set_num_threads(1)
     print(f"threads 1, load {os.getloadavg()[0]:.2f}, data {args.data}, {args.n_train} × {args.copies + 1} "
@@ -98,6 +117,7 @@ def main() -> None:
                 tr.model.load_state_dict(state)
                 tr.optimizer.load_state_dict(opt)
                 for name, strat in strategies.items():
+                    strat._cache = None   # type: ignore[attr-defined]   # every repeat pays the whole pass
                     c0 = time.process_time()
                     prop = strat.propose(tr.ctx)
                     props[name].append(time.process_time() - c0)

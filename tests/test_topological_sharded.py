@@ -174,3 +174,19 @@ def test_early_stopped_lanczos_matches_eigh_in_float32():
     assert torch.allclose(lan.values.double(), dense.values, atol=1e-5 * scale, rtol=0)
     cos = (lan.vectors.double() * dense.vectors).sum(1).abs()
     assert torch.all(cos > 1 - 1e-4)
+
+
+def test_pruned_depth_search_proposes_the_same_insertion(tmp_path, data_file):
+    """``prune_depths``: the eigen-solve only where the derivative's upper bound can win; the same
+    depth, rows and ε as solving every depth, pruned depths logged as NaN beside their bounds."""
+    tr = Trainer(build_config(_config(), "serial"), data_file, tmp_path / "serial")
+    _train(tr)
+    opts = {"min_significance": 0.0, **CASES["lanczos"]}
+    full = build_strategy("topological_insertion", opts).propose(tr.ctx)
+    pruned = build_strategy("topological_insertion", {**opts, "prune_depths": True}).propose(tr.ctx)
+    assert pruned.depth == full.depth
+    torch.testing.assert_close(pruned.block.last_layer().weight, full.block.last_layer().weight)
+    assert pruned.info["eps"] == full.info["eps"]
+    bounds, derivs = pruned.info["derivative_bound"], pruned.info["derivative"]
+    for b, d, ref in zip(bounds, derivs, full.info["derivative"], strict=True):
+        assert b >= ref and (d != d or d == pytest.approx(ref, rel=1e-9))   # NaN: skipped

@@ -8,7 +8,11 @@ Krishnanunni, Bui-Thanh, Dawson, arXiv 2502.06885; the mathematics is in
   ``check_every`` epochs compute the derivative; grow when its maximum over
   depths reaches ``threshold`` × current training loss), or ``"either"``;
 * **where** — t* = argmax_t of the topological derivative (largest eigenvalue
-  of the blocks A_r at depth t), over every depth 0 … L;
+  of the blocks A_r at depth t), over every depth 0 … L; with ``prune_depths``
+  the eigen-solve is skipped at depths whose upper bound min(tr A_r⁺, ‖A_r⁺‖_F)
+  is below the derivative of a depth already solved
+  (:mod:`pdegrow.growth.topological_bounds`): the same t* and rows, the
+  skipped depths' derivatives logged as NaN (their bounds in ``derivative_bound``);
 * **how** — an admissible perceptron block σ(ε(W x + b)), σ = ``silu_tanh``,
   whose rows are the top eigenvectors of the units whose eigenvalue is at
   least ``fraction`` × the largest (others zero); then ε is folded into W, b
@@ -27,6 +31,11 @@ Krishnanunni, Bui-Thanh, Dawson, arXiv 2502.06885; the mathematics is in
 * **significance** — C = Σ_s c_s is a sum of per-sample terms; the block is
   inserted only if C ≥ ``min_significance`` standard errors of that sum
   (:func:`~pdegrow.growth.topological.contribution_statistics`);
+* **cost** — ``sample_every`` = k > 1 computes the derivative, the rows, the
+  significance and ε from every k-th training batch only (an estimate: J, the
+  costates and C are means over that subset; it can change the decision, so it
+  is off by default), which divides the pass, the products of the eigen-solve
+  and the ε search by ≈ k;
 * **stop** — ``max_layers`` insertions, ``max_depth`` blocks, ``max_params``
   parameters, a derivative ≤ ``min_derivative`` (no insertion decreases the
   loss at second order), a decrease that is not significant, or no ε that
@@ -47,6 +56,7 @@ is that of exactly the loss being trained.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -72,6 +82,7 @@ from pdegrow.growth.topological import (
     statistics_from_sums,
     topological_derivatives,
 )
+from pdegrow.growth.topological_bounds import pruned_derivatives
 from pdegrow.growth.topological_operators import Reduce
 from pdegrow.growth.topological_vit import accumulate_token_operators
 from pdegrow.models.vit import is_vit
@@ -265,6 +276,7 @@ class DerivativePass:
     loss: float
     cpu: dict[str, float]
     collective: Collective | None = None   # None: serial; else the operators are sums over processes
+    bounds: Tensor | None = None           # upper bound of the derivative per depth (``prune_depths``)
 
 
 @register_strategy
@@ -296,6 +308,8 @@ class TopologicalInsertion(GrowthStrategy):
         eval_elements: int = EVAL_ELEMENTS,
         fold: bool = True,
         freeze_old: bool = False,
+        prune_depths: bool = False,
+        sample_every: int = 1,
     ):
         if trigger not in TRIGGERS:
             raise ValueError(f"trigger must be one of {', '.join(TRIGGERS)}, got {trigger!r}")
@@ -317,6 +331,10 @@ class TopologicalInsertion(GrowthStrategy):
         self.ratio_min, self.min_significance = float(ratio_min), float(min_significance)
         self.line_search_evals, self.eval_elements = int(line_search_evals), int(eval_elements)
         self.fold, self.freeze_old = bool(fold), bool(freeze_old)
+        self.prune_depths = bool(prune_depths)
+        if int(sample_every) < 1:
+            raise ValueError(f"sample_every must be ≥ 1, got {sample_every}")
+        self.sample_every = int(sample_every)
         self.inserted = 0
         self.history: list[dict[str, Any]] = []  # derivative per depth at every evaluation
         self._cache: DerivativePass | None = None
@@ -347,7 +365,7 @@ class TopologicalInsertion(GrowthStrategy):
             return plateau if self.trigger == "either" else s.phase_epoch >= s.max_phase_epochs
         derivs, _, _, j0 = self._derivatives(ctx)
         self._record(ctx, derivs, j0, grew=False)
-        grow = float(derivs.max()) >= self.threshold * abs(j0) or s.phase_epoch >= s.max_phase_epochs
+        grow = self._best(derivs)[1] >= self.threshold * abs(j0) or s.phase_epoch >= s.max_phase_epochs
         if not grow:
             self._cache = None   # training goes on: the pass is stale at the next step
         return grow
@@ -362,20 +380,33 @@ class TopologicalInsertion(GrowthStrategy):
             return self._cache
         self._cache = None
         mine, collective = sharing(ctx)   # serial: every batch; else this process's share
+        if self.sample_every > 1:         # an estimate from every k-th training batch
+            mine = itertools.islice(mine, 0, None, self.sample_every)
         batches = large_batches(ctx, self.eval_elements, mine)
         c0 = time.process_time()
         ops, j0 = model_depth_operators(ctx, mode=self.mode, kernel_size=self.kernel_size, batches=batches,
                                         keep_features=True,
                                         reduce=None if collective is None else collective.all_reduce_tensors)
         c1 = time.process_time()
-        derivs, pairs = topological_derivatives(ops, method=self.method, tol=self.tol)
+        if self.prune_depths:   # only the depths whose upper bound can beat the best solved one
+            derivs, pairs, bounds = pruned_derivatives(ops, method=self.method, tol=self.tol)
+        else:
+            derivs, pairs = topological_derivatives(ops, method=self.method, tol=self.tol)
+            bounds = None
         cpu = {"pass_cpu_s": round(c1 - c0, 4), "solve_cpu_s": round(time.process_time() - c1, 4)}
-        self._cache = DerivativePass(fp, batches, derivs, pairs, ops, j0, cpu, collective)
+        self._cache = DerivativePass(fp, batches, derivs, pairs, ops, j0, cpu, collective, bounds)
         return self._cache
 
     def _derivatives(self, ctx: GrowthContext) -> tuple[Tensor, list[Any], list[DepthOperator], float]:
         d = self._pass(ctx)
         return d.derivatives, d.pairs, d.ops, d.loss
+
+    @staticmethod
+    def _best(derivs: Tensor) -> tuple[int, float]:
+        """(t*, D_t*): the argmax over the depths that were solved (a pruned depth is NaN)."""
+        solved = torch.nan_to_num(derivs, nan=-math.inf)
+        t = int(solved.argmax())
+        return t, float(solved[t])
 
     def _record(self, ctx: GrowthContext, derivs: Tensor, j0: float, grew: bool, **extra: Any) -> None:
         self.history.append({"epoch": ctx.state.epoch, "phase": ctx.state.phase, "train_loss": j0,
@@ -396,8 +427,7 @@ class TopologicalInsertion(GrowthStrategy):
         model = ctx.model
         d = self._pass(ctx)
         batches, derivs, pairs, ops, j0 = d.batches, d.derivatives, d.pairs, d.ops, d.loss
-        t_star = int(derivs.argmax())
-        lam_max = float(derivs[t_star])
+        t_star, lam_max = self._best(derivs)
         if not lam_max > self.min_derivative:
             self._record(ctx, derivs, j0, grew=False, reason="derivative")
             return None
@@ -418,11 +448,13 @@ class TopologicalInsertion(GrowthStrategy):
             "n_rows": int(rows.mask.sum()),
             **search_info(search),
             "eigen_method": pairs[t_star].method,
-            "eigen_iterations": [int(p.iterations) for p in pairs],
+            "eigen_iterations": [0 if p is None else int(p.iterations) for p in pairs],
             "solve_s": round(t_solve, 4),
             **d.cpu,                         # CPU s of the forward + backward pass, of the eigen-solves
             "search_cpu_s": search_cpu,      # CPU s of the ε choice from the stored states
         }
+        if d.bounds is not None:             # depths skipped: their bound is below the derivative at t*
+            info["derivative_bound"] = [float(b) for b in d.bounds]
         if search.significance < self.min_significance:
             self._record(ctx, derivs, j0, grew=False, reason="not significant",
                          significance=search.significance)

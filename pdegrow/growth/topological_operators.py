@@ -274,6 +274,8 @@ def top_eigenpairs(
     ``method``: "dense" (form the blocks, batched eigh), "lanczos" (matrix-free
     batched Lanczos, see :func:`~pdegrow.growth.eigensolvers.lanczos_top_eigenpairs`)
     or "auto" (:func:`choose_method`; stored blocks are always solved densely).
+    A dense-network feature operator with at most half as many rows as dimensions is solved
+    by Lanczos in the row space of X̃ (:mod:`pdegrow.growth.topological_rowspace`).
     All linear algebra runs in torch on the operator's device and dtype.
     """
     if isinstance(op, Tensor):
@@ -287,6 +289,12 @@ def top_eigenpairs(
     if method == "dense":
         return dense_top_eigenpairs(op.blocks())
     if method == "lanczos":
+        if isinstance(op, DenseFeatureOperator) and op.x_aug.shape[0] * 2 <= op.dim:
+            # few rows: the same eigenpairs from the q ≤ P dimensional row space of X̃
+            from pdegrow.growth.topological_rowspace import row_space_top_eigenpairs
+
+            return row_space_top_eigenpairs(op.x_aug, op.lam, sigma2=op.sigma2, tol=tol, max_basis=max_basis,
+                                            max_restarts=max_restarts, seed=seed)
         return lanczos_top_eigenpairs(
             op.matvec,
             op.n_blocks,
