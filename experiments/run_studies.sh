@@ -78,7 +78,8 @@ case "${1:-help}" in
                     random_insertion:fixed-same-size ;;
   ns-goal4)     compare study-ns-goal4
                 "$BIN/python" experiments/paired_tests.py runs/study-ns-goal4 --datasets T0_2 T1 T5 \
-                    --metrics rel_error_target --pairs topological_insertion:fixed-same-size
+                    --metrics rel_error_target --pairs topological_insertion:fixed-same-size \
+                    topological_insertion-early:fixed-same-size topological_insertion-early:topological_insertion
                 "$BIN/python" experiments/dead_units.py runs/study-ns-goal4/runs/*/topological_insertion/seed-* ;;
   ns-full-wide) compare study-ns-full-wide ;;
   ns-vit)       compare study-ns-vit ;;
