@@ -34,6 +34,7 @@ class Reach:
     walls: list[float]         # training wall time at that epoch
     epoch_ratios: list[float]  # epoch / the baseline's epoch of its best
     wall_ratios: list[float]   # wall / the baseline's wall at its best
+    before_growth: int = 0     # seeds that reach it before their first growth event (the start network)
 
 
 def rows(run: Path) -> list[dict]:
@@ -52,6 +53,16 @@ def rows(run: Path) -> list[dict]:
 
 def first_reaching(metrics: list[dict], key: str, target: float) -> dict | None:
     return next((r for r in metrics if r.get(key) is not None and r[key] <= target), None)
+
+
+def first_growth_epoch(run: Path) -> int | None:
+    """The epoch of the run's first growth event (``events.jsonl``, kind ``growth``); None if none."""
+    path = run / "events.jsonl"
+    if not path.is_file():
+        return None
+    events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    epochs = [e["epoch"] for e in events if e.get("kind", "growth") == "growth"]
+    return min(epochs) if epochs else None
 
 
 def reach_table(study: Path, dataset: str, baseline: str, key: str) -> list[Reach]:
@@ -79,6 +90,8 @@ def reach_table(study: Path, dataset: str, baseline: str, key: str) -> list[Reac
             reach.walls.append(float(hit["wall_s"]))
             reach.epoch_ratios.append(hit["epoch"] / best["epoch"])
             reach.wall_ratios.append(hit["wall_s"] / best["wall_s"])
+            grown = first_growth_epoch(run)
+            reach.before_growth += int(strat != baseline and (grown is None or hit["epoch"] <= grown))
         out.append(reach)
     return out
 
@@ -95,16 +108,17 @@ def main() -> None:
     key = f"val_{args.metric}"
     datasets = args.datasets or sorted(d.name for d in (args.study / "runs").iterdir() if d.is_dir())
     print(f"| data set | strategy | seeds reaching the {args.baseline} best {key} | epochs (median ratio) "
-          "| wall s (median ratio) |")
-    print("|---|---|---:|---:|---:|")
+          "| wall s (median ratio) | reached before growing |")
+    print("|---|---|---:|---:|---:|---:|")
     for dataset in datasets:
         for r in reach_table(args.study, dataset, args.baseline, key):
             if not r.epochs:
-                print(f"| {dataset} | {r.strategy} | 0/{r.runs} | never | never |")
+                print(f"| {dataset} | {r.strategy} | 0/{r.runs} | never | never | – |")
                 continue
             print(f"| {dataset} | {r.strategy} | {len(r.epochs)}/{r.runs} | {np.mean(r.epochs):.0f} "
                   f"({np.median(r.epoch_ratios):.2f}×) | {np.mean(r.walls):.0f} "
-                  f"({np.median(r.wall_ratios):.2f}×) |")
+                  f"({np.median(r.wall_ratios):.2f}×) | "
+                  f"{'–' if r.strategy == args.baseline else f'{r.before_growth}/{len(r.epochs)}'} |")
 
 
 if __name__ == "__main__":
