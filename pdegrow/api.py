@@ -307,16 +307,9 @@ def train(config: Any = None, data: str | os.PathLike | None = None, out: str | 
 
 
 def _run_config(run: Path) -> dict[str, Any]:
-    from pdegrow.training.runlog import read_run
+    from pdegrow.training.runlog import read_run_config
 
-    read_run(run)
-    try:
-        values = json.loads((run / "config.json").read_text())
-    except (OSError, ValueError):
-        raise PdegrowError(f"{run}: has no readable config.json") from None
-    if not isinstance(values, dict):
-        raise PdegrowError(f"{run}/config.json is damaged")
-    return values
+    return read_run_config(run)
 
 
 # ------------------------------------------------------------------ trained runs

@@ -68,7 +68,7 @@ def _read_json(path: str) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from pdegrow.training.config import apply_overrides, build_config, load_config
-    from pdegrow.training.runlog import read_run
+    from pdegrow.training.runlog import read_run, read_run_config
 
     overrides = parse_overrides(args.overrides)
     if args.device:
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         overrides["run.seed"] = args.seed
     if args.resume:
         info = read_run(args.out)
-        saved = json.loads((Path(args.out) / "config.json").read_text())
+        saved = read_run_config(args.out)
         if args.config or overrides:
             raise PdegrowError("--resume continues a run with its own config; drop --config/--set")
         cfg = build_config(saved, f"{args.out}/config.json")

@@ -9,7 +9,7 @@
   before its first checkpoint; there is nothing to resume).
 * Nothing is written until the trainer has read the data and built the model, optimizer and
   strategy (all validation); then :meth:`~RunDirectory.start` clears a replaced run and writes
-  ``run.json`` (status ``"running"``) and ``config.json``. If validation fails,
+  ``run.json`` (status ``"running"``), ``config.json`` and ``splits.json``. If validation fails,
   :meth:`~RunDirectory.abandon` leaves the directory as it was found (a directory it created is
   removed again).
 * :meth:`~RunDirectory.fail` records ``"failed"`` and the one-line reason when training stops on
@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -101,8 +102,10 @@ class RunDirectory:
 
     # ------------------------------------------------------------------ after validation
 
-    def start(self, data_path: str, config: dict[str, Any]) -> None:
-        """Validation passed: clear a replaced run, write ``run.json`` (running) and ``config.json``."""
+    def start(self, data_path: str, config: dict[str, Any], splits: dict[str, list[int]],
+              architecture: dict[str, Any]) -> None:
+        """Validation passed: clear a replaced run, write ``run.json`` (running), ``config.json``,
+        ``splits.json``, an empty ``events.jsonl`` and the first line of ``architecture.jsonl``."""
         d = self.path
         if self.replace:
             clear_directory(d)
@@ -113,6 +116,9 @@ class RunDirectory:
                                   **run_environment(self.device)})
         self.written = True
         write_json(d / "config.json", config)
+        write_json(d / "splits.json", splits)
+        (d / "events.jsonl").write_text("")
+        (d / "architecture.jsonl").write_text(json.dumps({"epoch": 0, "event": None, **architecture}) + "\n")
 
     def set_status(self, status: str, error: str | None = None) -> None:
         info = read_run(self.path)

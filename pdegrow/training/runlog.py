@@ -75,6 +75,20 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
     return info
 
 
+def read_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """The config values (``config.json``) a run was started with; a :class:`PdegrowError` when
+    ``run_dir`` is not a run directory or the file is missing or damaged."""
+    run_dir = Path(run_dir)
+    read_run(run_dir)
+    try:
+        values = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        raise PdegrowError(f"{run_dir}: has no readable config.json") from None
+    if not isinstance(values, dict):
+        raise PdegrowError(f"{run_dir}/config.json is damaged")
+    return values
+
+
 def command_line() -> str:
     """The command this process runs, as a shell line (``pdegrow train …``)."""
     argv = list(sys.argv) or ["python"]

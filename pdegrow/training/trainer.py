@@ -46,7 +46,7 @@ from pdegrow.regularizers.terms import Forward
 from pdegrow.training import problems
 from pdegrow.training.checkpoint import checkpoint_state, restore_state, save_model
 from pdegrow.training.collective import Collective
-from pdegrow.training.config import ExperimentConfig, build_config
+from pdegrow.training.config import ExperimentConfig
 from pdegrow.training.model_setup import (
     build_model,
     data_loss,
@@ -59,7 +59,6 @@ from pdegrow.training.runfiles import load_run_file, save_run_file
 from pdegrow.training.runlog import (
     MetricsLog,
     atomic_write_text,
-    read_run,
     write_json,
 )
 
@@ -90,7 +89,7 @@ class Trainer:
         self.device = self.rundir.device = resolve_device(cfg.run.device)
         self.dtype = torch.float64 if cfg.run.dtype == "float64" else torch.float32
         self.amp = bool(cfg.run.mixed_precision and self.device.type == "cuda")
-        ckpt = self._load_checkpoint() if resume else None
+        ckpt = load_run_file(self.run_dir / "checkpoint.pt", "checkpoint") if resume else None
         splits = json.loads((self.run_dir / "splits.json").read_text()) if ckpt else None
         seed_everything(cfg.run.seed)
         self.data = prepare_data(self.data_path, cfg.data, cfg.run.seed, self.device, self.dtype, splits)
@@ -116,7 +115,7 @@ class Trainer:
                                  self.collective, self._shard_batches)
         if ckpt:
             try:
-                self._restore(ckpt)
+                restore_state(self, ckpt)
             except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
                 msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise PdegrowError(f"{self.run_dir}/checkpoint.pt is damaged ({msg})") from None
@@ -126,13 +125,9 @@ class Trainer:
             self.strategy.setup(self.ctx)
             sync_optimizer(self.optimizer, self.model)
             # everything is valid: only now does the run directory get its files
-            self.rundir.start(self.data_path, self.cfg.to_dict())
-            write_json(self.run_dir / "splits.json", self.data.splits)
+            self.rundir.start(self.data_path, self.cfg.to_dict(), self.data.splits,
+                              {**self.model.architecture(), "spec": self.model.spec()})
             self.metrics = MetricsLog(self.run_dir, keep_rows=0)
-            (self.run_dir / "events.jsonl").write_text("")
-            (self.run_dir / "architecture.jsonl").write_text(
-                json.dumps({"epoch": 0, "event": None, **self.model.architecture(),
-                            "spec": self.model.spec()}) + "\n")
         self.terms = self._active_terms()
 
     # ------------------------------------------------------------------ run directory
@@ -159,12 +154,6 @@ class Trainer:
         waited = time.monotonic() - self._last_checkpoint
         late = run.checkpoint_seconds > 0 and waited >= run.checkpoint_seconds
         return self.collective.decide(late)  # rank 0's clock
-
-    def _load_checkpoint(self) -> dict[str, Any]:
-        return load_run_file(self.run_dir / "checkpoint.pt", "checkpoint")
-
-    def _restore(self, ckpt: dict[str, Any]) -> None:
-        restore_state(self, ckpt)
 
     # ------------------------------------------------------------------ losses
 
@@ -442,18 +431,11 @@ class Trainer:
         return summary
 
 
-def load_run_config(run_dir: str | Path) -> ExperimentConfig:
-    """The config a run was started with."""
-    run_dir = Path(run_dir)
-    read_run(run_dir)
-    return build_config(json.loads((run_dir / "config.json").read_text()), str(run_dir / "config.json"))
-
-
 def train(cfg: ExperimentConfig, data_path: str | Path, run_dir: str | Path, *, resume: bool = False,
           overwrite: bool = False, progress: bool | None = None) -> dict[str, Any]:
     """Train (or resume) a run; returns its summary."""
     return Trainer(cfg, data_path, run_dir, resume=resume, overwrite=overwrite, progress=progress).run()
 
 
-__all__ = ["Trainer", "atomic_write_text", "build_model", "data_loss", "load_run_config", "save_model",
+__all__ = ["Trainer", "atomic_write_text", "build_model", "data_loss", "save_model",
            "train"]
