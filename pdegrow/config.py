@@ -101,8 +101,3 @@ def build_dataclass[T](cls: type[T], values: dict[str, Any], source: str) -> T:
     hints = typing.get_type_hints(cls)
     checked = {k: _check_type(k, v, hints[k], source) for k, v in values.items()}
     return cls(**checked)
-
-
-def dataclass_to_dict(obj: Any) -> dict[str, Any]:
-    """A JSON/TOML-friendly dict of a config dataclass."""
-    return dataclasses.asdict(obj)

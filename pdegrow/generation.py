@@ -116,9 +116,6 @@ def sample_rng(base_seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([int(base_seed), int(index)])
 
 
-_manifest = make_manifest  # the name older callers and tests use
-
-
 class SampleError(PdegrowError):
     """Sample ``index`` could not be made (the solver failed, or its values are not finite)."""
 

@@ -139,12 +139,6 @@ def done_indices(parts: Path, n_samples: int) -> np.ndarray:
     return np.unique(np.concatenate(found)) if found else np.zeros(0, dtype=np.int64)
 
 
-def pending_count(n_samples: int, done: np.ndarray, rank: int = 0, size: int = 1) -> int:
-    """How many samples :func:`pending_indices` yields for ``rank`` (of ``size``)."""
-    remaining = n_samples - len(done)
-    return max(0, (remaining - rank + size - 1) // size)
-
-
 def pending_indices(n_samples: int, done: np.ndarray, rank: int = 0, size: int = 1,
                     block: int = 1 << 20) -> Iterator[int]:
     """The samples not in ``done`` (sorted), dealt round robin: ``rank`` gets every

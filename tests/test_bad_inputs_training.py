@@ -94,9 +94,9 @@ def test_strategy_options_are_checked(tmp_path, cfg, heat_paper_file, capsys, gr
 def test_strategy_options_dataclass_per_strategy():
     import dataclasses
 
-    from pdegrow.growth.base import STRATEGIES, _import_all_strategies, strategy_options
+    from pdegrow.growth.base import STRATEGIES, load_builtin_strategies, strategy_options
 
-    _import_all_strategies()
+    load_builtin_strategies()
     for name, cls in STRATEGIES.items():
         opts = strategy_options(cls)
         assert dataclasses.is_dataclass(opts), name

@@ -64,13 +64,13 @@ def test_a_corrupt_part_file_is_named(tmp_path, capsys):
     parts.mkdir()
     (parts / "part-x-r00000-000000.h5").write_bytes(b"not hdf5 at all")
     # a manifest for the same recipe, so only the part file is wrong
-    from pdegrow.generation import _manifest
+    from pdegrow.generation import make_manifest
     from solvers.heat import load_recipe
 
     recipe = load_recipe("default", None, {"nx": 12, "ny": 12, "n_sensors": 9, "n_samples": 2})
     import json
 
-    (parts / "manifest.json").write_text(json.dumps(_manifest("heat", recipe.to_dict(), 2, 0)))
+    (parts / "manifest.json").write_text(json.dumps(make_manifest("heat", recipe.to_dict(), 2, 0)))
     assert main(["generate", "heat", *SMALL, "--n-samples", "2", "--out", str(tmp_path / "e.h5"),
                  "--resume"]) == 2
     err = capsys.readouterr().err

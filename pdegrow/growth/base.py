@@ -272,9 +272,6 @@ def load_builtin_strategies() -> dict[str, type[GrowthStrategy]]:
     return dict(STRATEGIES)
 
 
-_import_all_strategies = load_builtin_strategies  # the former name
-
-
 def strategy_options(cls: type[GrowthStrategy]) -> type:
     """The options dataclass of a strategy: one field per keyword of ``cls.__init__``, with its type
     hint and default — the ``[growth]`` table is checked against it by the same checker as every
