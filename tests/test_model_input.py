@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import RUN_HEAD, conv_fields_config, write_shifted_vorticity
 
 
