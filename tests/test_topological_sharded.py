@@ -28,6 +28,7 @@ torch.set_num_threads(1)
 CASES = {
     "lanczos": {"method": "lanczos", "mode": "features", "tol": 1e-10},
     "dense": {"method": "dense", "mode": "blocks"},
+    "pruned": {"method": "lanczos", "mode": "features", "tol": 1e-10, "prune_depths": True},
 }
 
 
@@ -52,7 +53,7 @@ def _summary(prop, strategy) -> dict:  # noqa: ANN001
     return {"depth": prop.depth, "info": dict(prop.info),
             "weight": prop.block.last_layer().weight.detach().clone(),
             "bias": prop.block.last_layer().bias.detach().clone(),
-            "values": [p.values.clone() for p in cache.pairs],
+            "values": [None if p is None else p.values.clone() for p in cache.pairs],
             "sharded": [isinstance(op, ShardedOperator) for op in cache.ops],
             "rows": [int(op.features[0].shape[0]) for op in cache.ops]}
 
@@ -130,20 +131,23 @@ def test_sharded_pass_proposes_the_serial_insertion(tmp_path, data_file, two_ran
     r0, r1 = two_ranks[0][case], two_ranks[1][case]
     # each rank held its share only (of the 80 rows), the features local
     assert r0["rows"][0] + r1["rows"][0] == ref["rows"][0] == 80 and 0 < r0["rows"][0] < 80
-    assert all(r0["sharded"]) == all(r1["sharded"]) == (case == "lanczos") and not any(ref["sharded"])
+    assert all(r0["sharded"]) == all(r1["sharded"]) == (case != "dense") and not any(ref["sharded"])
     # both ranks: bitwise the same proposal (they solved the same all-reduced operators)
     assert r0["depth"] == r1["depth"] and torch.equal(r0["weight"], r1["weight"])
     assert r0["info"]["eps"] == r1["info"]["eps"]
     # ... and that of the serial pass, to float tolerance
     assert r0["depth"] == ref["depth"]
     for a, b in zip(r0["values"], ref["values"], strict=True):
+        if a is None or b is None:   # pruned depth (bounds: sharded trace vs serial min(trace, Frobenius))
+            continue
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(r0["weight"], ref["weight"], rtol=1e-6, atol=1e-8)
     torch.testing.assert_close(r0["bias"], ref["bias"], rtol=1e-6, atol=1e-8)
     for key in ("eps", "lambda_max", "eigenvalue_sum", "coefficient", "coefficient_se", "significance",
                 "predicted_change", "realised_change_at_eps", "eps_max"):
         assert r0["info"][key] == pytest.approx(ref["info"][key], rel=1e-8), key
-    assert r0["info"]["derivative"] == pytest.approx(ref["info"]["derivative"], rel=1e-9)
+    for a, b in zip(r0["info"]["derivative"], ref["info"]["derivative"], strict=True):
+        assert a != a or b != b or a == pytest.approx(b, rel=1e-9)   # NaN: a depth skipped
     assert r0["info"]["n_rows"] == ref["info"]["n_rows"] > 0
 
 
