@@ -143,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
                 row.append("– | –")
                 continue
             e, es, g, gs = cell_stats(v)
-            if k == "ridge":
-                row.append(f"{e:.4f} | {100 * g:+.1f} %")
+            if k == "ridge" or len(v) == 1:
+                row.append(f"{e:.4f}{'' if k == 'ridge' else ' [1]'} | {100 * g:+.1f} %")
             else:
                 row.append(f"{e:.4f} ± {es:.4f} [{len(v)}] | {100 * g:+.1f} ± {100 * gs:.1f} %")
         print(f"| {LABELS.get(k, k)} | " + " | ".join(row) + " |")
