@@ -4,6 +4,7 @@ config is still refused with one line naming the differing keys."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -105,6 +106,8 @@ def test_compare_accepts_an_older_run_and_refuses_a_different_one(
     again = run_comparison(cfg, out, comm=SerialComm(), figures=False)
     assert again.skipped == 1 and not again.done      # summarised, not trained again
     assert json.loads(path.read_text()) == result      # and left as it was
+    with (out / "table.csv").open() as fh:              # and counted in the table
+        assert [row["runs"] for row in csv.DictReader(fh)] == ["1"]
 
     # a run of a genuinely different config: one line naming the key, exit 2, nothing trained
     result["config"]["optim"]["lr"] = 0.123

@@ -34,7 +34,12 @@ from typing import Any
 
 from pdegrow.comparison.config import CompareConfig, RunSpec, check_data_files, load_compare_config
 from pdegrow.comparison.results import RESULT_FILE, read_result
-from pdegrow.comparison.same_config import config_differences, differences_line, resolved_config
+from pdegrow.comparison.same_config import (
+    config_differences,
+    differences_line,
+    resolved_config,
+    result_differences,
+)
 from pdegrow.comparison.table import collect_results, write_tables
 from pdegrow.errors import PdegrowError
 from pdegrow.locks import LOCK_NAME, DirectoryLock
@@ -159,15 +164,6 @@ def make_output_dir(out: Path) -> None:
         raise PdegrowError(f"cannot create the output directory {out} ({exc.strerror or exc})") from None
 
 
-def _differences(result: dict[str, Any], spec: RunSpec) -> dict[str, tuple[Any, Any]]:
-    """Where a finished run's config (its ``result.json``) differs from the study's
-    (:func:`pdegrow.comparison.same_config.config_differences`)."""
-    stored = result.get("config")
-    resolved = result.get("resolved_config")
-    return config_differences(stored if isinstance(stored, dict) else {}, spec.config,
-                              resolved if isinstance(resolved, dict) else None)
-
-
 def _plan(config_path: str, out: Path, data_overrides: dict[str, str] | None
           ) -> tuple[tuple[CompareConfig, list[int]], DirectoryLock]:
     """(the config and the pending runs, the lock of ``out``, held by the caller until the end)."""
@@ -182,7 +178,7 @@ def _plan(config_path: str, out: Path, data_overrides: dict[str, str] | None
             res = read_result(spec.run_dir(out))
             if res is None:
                 pending.append(i)
-            elif diffs := _differences(res, spec):
+            elif diffs := result_differences(res, spec.config):
                 raise PdegrowError(f"{spec.run_dir(out)} was made with another config "
                                    f"({differences_line(diffs)}); set the run's values in the study's "
                                    f"config, remove the run, or use another --out")

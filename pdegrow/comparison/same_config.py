@@ -13,8 +13,9 @@ stored config of an older run is resolved with today's code, so
 * keys that do not change results (:data:`IGNORED`: progress bars, checkpoint frequency, device)
   are left out.
 
-:func:`config_differences` gives the differing keys with both values, :func:`differences_line` the
-one line of a refusal.
+:func:`config_differences` gives the differing keys with both values (:func:`result_differences` for
+a ``result.json``), :func:`differences_line` the one line of a refusal. The runner (which runs to
+skip, which to refuse) and the tables (which results to count) use the same check.
 """
 
 from __future__ import annotations
@@ -97,6 +98,14 @@ def config_differences(stored: dict[str, Any], current: dict[str, Any],
     return dict(sorted(diffs.items()))
 
 
+def result_differences(result: dict[str, Any], config: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """:func:`config_differences` of a finished run's ``result.json`` (its ``config`` and, where
+    recorded, ``resolved_config``) from a study run's ``config``."""
+    stored, resolved = result.get("config"), result.get("resolved_config")
+    return config_differences(stored if isinstance(stored, dict) else {}, config,
+                              resolved if isinstance(resolved, dict) else None)
+
+
 def differences_line(diffs: dict[str, tuple[Any, Any]], most: int = 4) -> str:
     """``key: A in the run, B now; …`` for the first ``most`` differences (and how many more)."""
     def one(k: str, a: Any, b: Any) -> str:
@@ -111,4 +120,4 @@ def differences_line(diffs: dict[str, tuple[Any, Any]], most: int = 4) -> str:
     return "; ".join(parts) + more
 
 
-__all__ = ["IGNORED", "config_differences", "differences_line", "resolved_config"]
+__all__ = ["IGNORED", "config_differences", "differences_line", "resolved_config", "result_differences"]

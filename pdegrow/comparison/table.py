@@ -17,6 +17,7 @@ from typing import Any
 
 from pdegrow.comparison.config import CompareConfig
 from pdegrow.comparison.results import read_result
+from pdegrow.comparison.same_config import result_differences
 from pdegrow.training.runlog import atomic_write_text
 
 RUN_COLUMNS = ("dataset", "strategy", "seed", "error", "n_params", "depth", "growth_events", "epochs",
@@ -38,11 +39,12 @@ def choose_metric(metric: str, results: list[dict[str, Any]]) -> str:
 
 
 def collect_results(cfg: CompareConfig, out: Path) -> list[dict[str, Any]]:
-    """The finished runs' results, in config order."""
+    """The finished runs' results of the study's config (:mod:`pdegrow.comparison.same_config`), in
+    config order."""
     found = []
     for spec in cfg.runs:
         res = read_result(spec.run_dir(out))
-        if res is not None and res.get("config") == spec.config:
+        if res is not None and not result_differences(res, spec.config):
             found.append(res)
     return found
 
