@@ -4,7 +4,9 @@ Every module here has a class attribute ``kind`` and a :meth:`spec` that
 returns ``{"kind": …, **constructor kwargs}``; :func:`build_module` rebuilds
 an (untrained) module from a spec, so an architecture is plain JSON and a
 checkpoint can restore a grown network exactly. New block types (e.g. from a
-growth strategy) join with the :func:`register_block` decorator.
+growth strategy) join with the :func:`register_block` decorator (both in
+:mod:`pdegrow.models.spec`; widening two layers in :mod:`pdegrow.models.widen`;
+the names are re-exported here).
 
 Residual branches g (the network applies x_{t+1} = x_t + g(x_t)):
 
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,106 +33,8 @@ from torch import nn
 from pdegrow.errors import PdegrowError
 from pdegrow.models.activations import make_activation
 from pdegrow.models.conv3d import conv_layer, extrude
-
-BLOCK_REGISTRY: dict[str, type[SpecModule]] = {}
-
-
-def register_block[M: type[nn.Module]](cls: M) -> M:
-    """Class decorator: make ``cls`` (a :class:`SpecModule` with a unique ``kind``) rebuildable."""
-    kind = cls.kind  # type: ignore[attr-defined]
-    if kind in BLOCK_REGISTRY and BLOCK_REGISTRY[kind] is not cls:
-        raise ValueError(f"block kind {kind!r} registered twice")
-    BLOCK_REGISTRY[kind] = cls  # type: ignore[assignment]
-    return cls
-
-
-def block_options(kind: str) -> frozenset[str]:
-    """The keyword arguments the block of registered ``kind`` takes (its constructor's)."""
-    import inspect
-
-    cls = BLOCK_REGISTRY.get(kind)
-    if cls is None:
-        raise PdegrowError(f"unknown block kind {kind!r} (known: {', '.join(sorted(BLOCK_REGISTRY))})")
-    return frozenset(p for p in inspect.signature(cls.__init__).parameters if p != "self")
-
-
-def build_module(spec: dict[str, Any]) -> nn.Module:
-    """Instantiate a registered module from its :meth:`SpecModule.spec` (weights not included)."""
-    spec = dict(spec)
-    kind = spec.pop("kind", None)
-    if kind not in BLOCK_REGISTRY:
-        raise PdegrowError(f"unknown block kind {kind!r} (known: {', '.join(sorted(BLOCK_REGISTRY))})")
-    return BLOCK_REGISTRY[kind](**spec)
-
-
-class SpecModule(nn.Module):
-    """A module that can describe itself as JSON: ``kind`` + constructor kwargs."""
-
-    kind: ClassVar[str] = "abstract"
-
-    def spec(self) -> dict[str, Any]:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def zero_init(self) -> None:
-        """Make the module's output identically zero (where it can be)."""
-        raise NotImplementedError(f"{type(self).__name__} has no zero initialisation")
-
-
-def _set_param(param: nn.Parameter, value: torch.Tensor) -> None:
-    """Give ``param`` a new (larger) tensor, keeping the Parameter object (the optimizer's state key).
-
-    Uses ``torch.utils.swap_tensors`` (also fixes autograd's cached metadata);
-    falls back to ``.data`` assignment when the tensor is still referenced by a
-    live autograd graph — do not backpropagate through graphs built before a
-    widening. Any stale ``.grad`` is dropped.
-    """
-    value = value.to(device=param.device, dtype=param.dtype).contiguous()
-    param.grad = None
-    try:
-        torch.utils.swap_tensors(param, nn.Parameter(value, requires_grad=param.requires_grad))
-    except RuntimeError:
-        param.data = value
-
-
-def _fresh_rows(shape: tuple[int, ...], fan_in: int, like: torch.Tensor) -> torch.Tensor:
-    bound = 1.0 / math.sqrt(max(fan_in, 1))
-    return torch.empty(shape, device=like.device, dtype=like.dtype).uniform_(-bound, bound)
-
-
-def widen_pair(first: nn.Module, second: nn.Module, k: int, fan_in: torch.Tensor | None,
-               bias: torch.Tensor | None, fan_out: torch.Tensor | None) -> None:
-    """Add ``k`` units between two linear/conv layers: k new output rows of ``first``
-    (``fan_in``, ``bias``) and k new input columns of ``second`` (``fan_out``).
-
-    Defaults: ``fan_in`` uniform(±1/√fan_in) like PyTorch's init, ``bias`` 0,
-    ``fan_out`` 0 — so the function is unchanged and the new units receive
-    gradient. New entries are appended after the old ones, so the old
-    parameters are the leading slice of the new ones.
-    """
-    w1 = first.weight
-    rows_shape = (k, *w1.shape[1:])
-    if fan_in is None:
-        fan_in = _fresh_rows(rows_shape, int(w1[0].numel()), w1)
-    if tuple(fan_in.shape) != rows_shape:
-        raise ValueError(f"fan_in has shape {tuple(fan_in.shape)}, expected {rows_shape}")
-    _set_param(w1, torch.cat([w1.data, fan_in.to(w1)], 0))
-    if first.bias is not None:
-        b = torch.zeros(k, device=w1.device, dtype=w1.dtype) if bias is None else bias.to(w1)
-        _set_param(first.bias, torch.cat([first.bias.data, b], 0))
-    w2 = second.weight
-    cols_shape = (w2.shape[0], k, *w2.shape[2:])
-    if fan_out is None:
-        fan_out = torch.zeros(cols_shape, device=w2.device, dtype=w2.dtype)
-    if tuple(fan_out.shape) != cols_shape:
-        raise ValueError(f"fan_out has shape {tuple(fan_out.shape)}, expected {cols_shape}")
-    _set_param(w2, torch.cat([w2.data, fan_out.to(w2)], 1))
-    for attr in ("out_features", "out_channels"):
-        if hasattr(first, attr):
-            setattr(first, attr, getattr(first, attr) + k)
-    if hasattr(second, "in_features"):
-        second.in_features += k
-    if hasattr(second, "in_channels"):
-        second.in_channels += k
+from pdegrow.models.spec import BLOCK_REGISTRY, SpecModule, block_options, build_module, register_block
+from pdegrow.models.widen import widen_pair
 
 
 class _Stack(SpecModule):
@@ -488,3 +392,8 @@ class ConvCorrector(_Stack):
                 "activation": self.activation_name, "scale": float(self.scale),
                 "padding_mode": self.padding_mode, **({"levels": self.levels} if self.levels else {}),
                 **_dims_spec(self.spatial_dims)}
+
+
+__all__ = ["BLOCK_REGISTRY", "ConvBlock", "ConvCorrector", "ConvHead", "ConvLift", "ConvPerceptronBlock",
+           "LinearHead", "LinearLift", "MLPBlock", "MLPCorrector", "PerceptronBlock", "SpecModule",
+           "block_options", "build_module", "periodic_coordinates", "register_block", "widen_pair"]
