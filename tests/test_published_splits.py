@@ -114,3 +114,43 @@ def test_trainer_uses_the_published_test_rows(tmp_path: Path) -> None:
     _, paper_test = published_split("paper", n)
     assert sorted(original_row[splits["test"]]) == sorted(paper_test.tolist())
     assert set(original_row[splits["train"] + splits["val"]]) == set(range(n)) - set(paper_test.tolist())
+
+
+def test_boston_scripts_on_an_ordered_file(tmp_path: Path) -> None:
+    """experiments/boston_reference.py scores the ordered split's last rows; experiments/boston_ensemble.py:
+    one run twice is that run, and the mean of two runs' predictions is no worse than their mean MSE."""
+    import sys
+
+    pytest.importorskip("sklearn")
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
+    try:
+        import boston_ensemble
+        import boston_reference
+    finally:
+        sys.path.pop(0)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(60, 3))
+    y = x @ np.array([[2.0], [-1.0], [0.5]]) + 5 + 0.1 * rng.normal(size=(60, 1))
+    data = write_table(Table("small", "regression", x, y), tmp_path / "s.h5", order=np.arange(60)[::-1])
+    refs = boston_reference.references(str(data), (30, 10, 20), ordered=True)
+    with open_dataset(data, "regression") as f:
+        yy = f["targets/value"][:, 0].astype(np.float64)
+    mean_mse = np.mean((yy[:30].mean() - yy[40:]) ** 2)
+    assert refs["predicting the training mean"] == pytest.approx(mean_mse, rel=1e-6)
+    assert refs["ridge"] < 0.1 * refs["predicting the training mean"]       # a linear table
+    runs = []
+    for seed in (0, 1):
+        cfg = build_config({
+            "run": {"seed": seed, "device": "cpu", "progress": False},
+            "data": {"problem": "regression", "input": "inputs/features", "target": "targets/value",
+                     "aux": [], "n_train": 30, "n_val": 10, "n_test": 20, "split": "ordered"},
+            "model": {"width": 8, "depth": 1, "block": "mlp", "hidden": [4]},
+            "optim": {"lr": 1e-2, "batch_size": 16},
+            "train": {"max_epochs": 5, "phase_epochs": 5, "patience": 5, "loss": "mse"},
+        }, "test")
+        train(cfg, data, tmp_path / f"run{seed}")
+        runs.append(tmp_path / f"run{seed}")
+    one, single, n = boston_ensemble.ensemble([runs[0], runs[0]], str(data))
+    assert n == 2 and one == pytest.approx(single, rel=1e-9)
+    both, mean_single, _ = boston_ensemble.ensemble(runs, str(data))
+    assert both <= mean_single + 1e-9
