@@ -18,7 +18,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "OUT/table.csv (mean ± std of the test error, final parameters, growth events, wall time), "
         "OUT/runs.csv and OUT/figures/*.png. Under 'mpiexec -n N' the runs are dealt round robin over "
         "the ranks (one GPU per local rank where present). Run it again after an interruption: "
-        "finished runs are kept, interrupted ones resume from their checkpoint.",
+        "finished runs are kept, interrupted ones resume from their checkpoint. A run already in OUT "
+        "must have the study's config, compared with today's defaults for keys added since (so a study "
+        "made with an older pdegrow is summarised and extended); a different value is refused, naming "
+        "the key (docs/compare.md).",
         epilog="config tables: [compare] [base.SECTION] [dataset.NAME] [strategy.NAME] "
         "(see experiments/compare-heat-paper.toml)\n"
         "examples:\n"
