@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from pdegrow.contract import create_dataset_file, mark_complete
+from pdegrow.errors import PdegrowError
 from pdegrow.growth.base import build_strategy
 from pdegrow.growth.topological_operators import ShardedOperator
 from pdegrow.training.config import build_config
@@ -194,3 +195,27 @@ def test_pruned_depth_search_proposes_the_same_insertion(tmp_path, data_file):
     bounds, derivs = pruned.info["derivative_bound"], pruned.info["derivative"]
     for b, d, ref in zip(bounds, derivs, full.info["derivative"], strict=True):
         assert b >= ref and (d != d or d == pytest.approx(ref, rel=1e-9))   # NaN: skipped
+
+
+def test_sample_every_estimates_from_every_kth_batch(tmp_path, data_file):
+    """``sample_every = k``: the pass holds the rows of batches 0, k, 2k, … only, J is their mean loss,
+    and k = 1 is the full pass."""
+    tr = Trainer(build_config(_config(), "serial"), data_file, tmp_path / "serial")
+    _train(tr)
+    batches = list(tr.ctx.train_batches())          # 80 rows in batches of 14: 6 batches
+    opts = {"min_significance": 0.0, **CASES["lanczos"]}
+    full = build_strategy("topological_insertion", opts)
+    one = build_strategy("topological_insertion", {**opts, "sample_every": 1})
+    three = build_strategy("topological_insertion", {**opts, "sample_every": 3})
+    d_full, d_one, d_three = full._pass(tr.ctx), one._pass(tr.ctx), three._pass(tr.ctx)
+    kept = batches[::3]
+    assert d_three.ops[0].features[0].shape[0] == sum(len(b) for b in kept) == 28
+    with torch.no_grad():
+        j = sum(float(tr.ctx.batch_loss(b)) * len(b) for b in kept) / 28
+    assert d_three.loss == pytest.approx(j, rel=1e-12)
+    assert d_one.loss == d_full.loss and torch.equal(d_one.derivatives, d_full.derivatives)
+    assert d_three.ops[0].features[0].shape[0] < d_full.ops[0].features[0].shape[0] == 80
+    prop = three.propose(tr.ctx)
+    assert prop is not None and prop.info["eps"] != 0.0
+    with pytest.raises(PdegrowError, match="sample_every must be ≥ 1"):
+        build_strategy("topological_insertion", {"sample_every": 0})
