@@ -83,7 +83,7 @@ from pdegrow.growth.topological import (
     topological_derivatives,
 )
 from pdegrow.growth.topological_bounds import pruned_derivatives
-from pdegrow.growth.topological_operators import Reduce
+from pdegrow.growth.topological_operators import Reduce, ShardedOperator
 from pdegrow.growth.topological_vit import accumulate_token_operators
 from pdegrow.models.vit import is_vit
 
@@ -388,6 +388,9 @@ class TopologicalInsertion(GrowthStrategy):
                                         keep_features=True,
                                         reduce=None if collective is None else collective.all_reduce_tensors)
         c1 = time.process_time()
+        for op in ops:   # several processes: the Lanczos solves split the units over them
+            if isinstance(op, ShardedOperator):
+                op.collective = collective
         if self.prune_depths:   # only the depths whose upper bound can beat the best solved one
             derivs, pairs, bounds = pruned_derivatives(ops, method=self.method, tol=self.tol)
         else:

@@ -11,6 +11,7 @@ batched Lanczos, :func:`choose_method`). Pure functions and small classes on ten
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -221,11 +222,17 @@ class ShardedOperator(DepthOperator):
     processes A_r = Σ_ranks A_r^(rank): every product (and the dense blocks) is computed on the
     local share and all-reduced (``reduce``), so every process holds the same A_r v and the
     eigen-solver takes the same steps everywhere.  ``features`` stay local (this share's states
-    and costates).
+    and costates).  With ``collective`` set (a :class:`pdegrow.training.collective.Collective`)
+    the Lanczos solve splits the units over the processes instead
+    (:func:`pdegrow.growth.topological_split.split_top_eigenpairs`), rebuilding the operator of
+    all samples with ``rebuild(X, Λ)``.
     """
 
-    def __init__(self, local: DepthOperator, reduce: Reduce) -> None:
-        self.local, self.reduce = local, reduce
+    collective: Any = None
+
+    def __init__(self, local: DepthOperator, reduce: Reduce,
+                 rebuild: Callable[[Tensor, Tensor], DepthOperator] | None = None) -> None:
+        self.local, self.reduce, self.rebuild = local, reduce, rebuild
         self.n_blocks, self.dim, self.reference = local.n_blocks, local.dim, local.reference
         self.features = local.features
 
@@ -289,6 +296,11 @@ def top_eigenpairs(
     if method == "dense":
         return dense_top_eigenpairs(op.blocks())
     if method == "lanczos":
+        if isinstance(op, ShardedOperator) and op.collective is not None and op.rebuild is not None:
+            from pdegrow.growth.topological_split import split_top_eigenpairs
+
+            return split_top_eigenpairs(op, tol=tol, max_basis=max_basis, max_restarts=max_restarts,
+                                        seed=seed)
         if isinstance(op, DenseFeatureOperator) and op.x_aug.shape[0] * 2 <= op.dim:
             # few rows: the same eigenpairs from the q ≤ P dimensional row space of X̃
             from pdegrow.growth.topological_rowspace import row_space_top_eigenpairs
@@ -403,6 +415,7 @@ def _sharded_operators(
             if keep_features:
                 op.features = (torch.cat(xs[i]), torch.cat(ls[i]) / total_all)
         else:
-            op = ShardedOperator(feature_operator(torch.cat(xs[i]), torch.cat(ls[i]) / total_all), reduce)
+            op = ShardedOperator(feature_operator(torch.cat(xs[i]), torch.cat(ls[i]) / total_all), reduce,
+                                 rebuild=feature_operator)
         ops.append(op)
     return ops, loss_all / total_all
