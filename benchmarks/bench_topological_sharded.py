@@ -2,8 +2,9 @@
 
 The pass of topological insertion — one forward + backward over the training set, the operators
 A_r = σ″(0) Σ_s λ_{s,r} x̃_s x̃_sᵀ at every depth and their top eigenpairs — runs sharded: each
-process keeps the states and costates of its share of the samples, and every product A_r v of
-the Lanczos solve (or the dense blocks) is summed over processes by an all-reduce.  For each
+process runs the forward + backward pass on its share of the samples; the Lanczos solve splits
+the units over the processes (states and costates exchanged once, eigenpairs gathered), dense
+blocks are summed by an all-reduce.  For each
 width a network is trained ``--warmup`` epochs on one process (the study's heat `paper` data:
 50 training samples × 11 copies, batch 55), its weights are saved, and then the pass and the
 whole proposal are timed (``time.process_time``, 1 torch thread a process, median of
