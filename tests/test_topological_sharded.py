@@ -1,9 +1,10 @@
 """The topological-derivative pass sharded over 2 gloo processes against the 1-process pass.
 
 A_r = σ″(0) Σ_s λ_{s,r} x̃_s x̃_sᵀ, J, the second-order coefficient C = Σ_s c_s and its standard
-error are sums over samples: each rank sums its share and the sums are all-reduced (the products
-A_r v of the matrix-free Lanczos solve too), so both ranks must propose the insertion of the
-1-process trainer — the same depth, the same rows, eigenvalues and ε to float tolerance.
+error are sums over samples: each rank sums its share and the sums are all-reduced (the dense
+blocks too; the matrix-free Lanczos solve splits the units over the ranks instead), so both
+ranks must propose the insertion of the 1-process trainer — the same depth, the same rows,
+eigenvalues and ε to the solver's tolerance.
 """
 
 from __future__ import annotations
