@@ -68,22 +68,22 @@ from torch import Tensor, nn
 
 from pdegrow.growth.base import GrowthContext, GrowthProposal, GrowthStrategy, register_strategy
 from pdegrow.growth.capture import captured_inputs, with_grad_inputs
-from pdegrow.growth.stored_states import EVAL_ELEMENTS, large_batches, loss_from_states, split_rows
+from pdegrow.growth.stored_states import EVAL_ELEMENTS, large_batches
 from pdegrow.growth.topological import (
     DepthOperator,
-    EpsilonChoice,
     ProposedRows,
     accumulate_depth_operators,
-    choose_epsilon,
-    contribution_statistics,
-    epsilon_bound,
     rows_from_eigenpairs,
-    second_order_contributions,
-    statistics_from_sums,
     topological_derivatives,
 )
 from pdegrow.growth.topological_bounds import pruned_derivatives
 from pdegrow.growth.topological_operators import Reduce, ShardedOperator
+from pdegrow.growth.topological_search import (  # noqa: F401  (block_preactivations re-exported: moved there)
+    BlockSearch,
+    block_preactivations,
+    search_block_epsilon,
+    search_info,
+)
 from pdegrow.growth.topological_vit import accumulate_token_operators
 from pdegrow.models.vit import is_vit
 
@@ -175,84 +175,6 @@ def fold_scale(block: nn.Module) -> None:
         layer.weight.mul_(s)
         layer.bias.mul_(s)
         block.scale.fill_(1.0)  # type: ignore[union-attr]
-
-
-def block_preactivations(block: nn.Module, x: Tensor) -> Tensor:
-    """z = W x̃ of the block's layer at scale 1 (vectors (S, n), fields (S, C, H, W))."""
-    with torch.no_grad():
-        return block.last_layer()(x)  # type: ignore[operator]
-
-
-@dataclass
-class BlockSearch:
-    """A block's second-order coefficient, its significance and the ε chosen for it at one depth."""
-
-    coefficient: float
-    standard_error: float
-    significance: float
-    choice: EpsilonChoice | None      # None when the coefficient is not positive
-
-
-def search_block_epsilon(
-    ctx: GrowthContext, block: nn.Module, depth: int, batches: list[Any], features: tuple[Tensor, Tensor], *,
-    loss0: float, target_decrease: float, max_preactivation: float, ratio_min: float, max_evals: int,
-    collective: Collective | None = None,
-) -> BlockSearch:
-    """C = Σ_s c_s of ``block``'s rows at ``depth`` from the stored (x_t, λ_t), and ε by
-    :func:`~pdegrow.growth.topological.choose_epsilon`, each loss evaluated from the stored x_t.
-
-    With ``collective`` (several processes) ``batches`` and ``features`` are this process's share:
-    C, its standard error, the bound on ε and every loss are those of the whole training set
-    (sums all-reduced, max |z| gathered), so every process chooses the same ε.
-    On return the block holds the chosen ε (0 when none decreases the loss or C ≤ 0).
-    """
-    x, lam = features
-    z = block_preactivations(block, x)
-    contributions = second_order_contributions(z, lam)
-    reduce = None if collective is None else collective.all_reduce_tensors
-    if reduce is None:
-        coef, se, t = contribution_statistics(contributions)
-    else:
-        sums = torch.stack([contributions.sum(), contributions.pow(2).sum(),
-                            torch.tensor(float(contributions.numel()), dtype=torch.float64)])
-        reduce([sums])
-        coef, se, t = statistics_from_sums(float(sums[0]), float(sums[1]), int(round(float(sums[2]))))
-    choice = None
-    if coef > 0 and math.isfinite(coef):
-        states = split_rows(x, batches)
-        if collective is None:
-            eps_max = epsilon_bound(z, max_preactivation)
-        else:
-            zmax = max(collective.gather(float(z.abs().max()) if z.numel() else 0.0))
-            eps_max = math.inf if zmax == 0.0 else float(max_preactivation) / zmax
-
-        def loss_at(eps: float) -> float:
-            block.scale.fill_(eps)  # type: ignore[union-attr]
-            return loss_from_states(ctx, depth, batches, states, block, reduce=reduce)
-
-        choice = choose_epsilon(loss_at, coef, loss0=loss0, target_decrease=target_decrease, eps_max=eps_max,
-                                ratio_min=ratio_min, max_evals=max_evals)
-    with torch.no_grad():
-        block.scale.fill_(choice.eps if choice is not None else 0.0)  # type: ignore[union-attr]
-    return BlockSearch(coef, se, t, choice)
-
-
-def search_info(search: BlockSearch) -> dict[str, Any]:
-    """The ``info`` entries of an insertion: which change is predicted, which realised, and how sure."""
-    c = search.choice
-    out: dict[str, Any] = {"coefficient": search.coefficient, "coefficient_se": search.standard_error,
-                           "significance": search.significance}
-    if c is not None:
-        out.update({
-            "eps": c.eps, "eps_start": c.eps_start, "eps_max": c.eps_max,
-            "predicted_change": c.predicted,            # −(ε²/2)·C at the chosen ε (second order)
-            "realised_change_at_eps": c.realised,       # J(Ω_ε) − J(Ω₀) at the chosen ε
-            "line_search_change": c.realised,
-            "ratio": c.ratio, "quadratic_valid": c.valid,
-            "line_search_evals": len(c.evaluations),
-            "eps_trials": [[e, d] for e, d in c.evaluations],
-        })
-    return out
 
 
 def weights_fingerprint(ctx: GrowthContext) -> tuple[Any, ...]:
