@@ -4,7 +4,7 @@
 # experiments/RESULTS.md. Restartable: `pdegrow compare` and transfer_study.py keep finished runs.
 #
 #   bash experiments/run_studies.sh data          # generate / derive every data set (once)
-#   bash experiments/run_studies.sh STUDY         # heat-paper heat-posterior heat-ordering heat-sensors50 heat-sensors50-regimes heat-default ns-sensors ns-full
+#   bash experiments/run_studies.sh STUDY         # heat-paper heat-posterior heat-ordering heat-lc heat-sensors50 heat-sensors50-regimes heat-default ns-sensors ns-full
 #                                                 # ns-full-wide ns-conv ns-simulated ridge ns-reference ns-figure diabetes digits transfer
 #                                                 # boston growth-fixes ns-vit digits-vit wind ns-goal4
 #   bash experiments/run_studies.sh all           # every study
@@ -65,6 +65,18 @@ case "${1:-help}" in
                     "$BIN/python" experiments/paired_tests.py "runs/$s" --pairs topological_insertion:fixed-same-size \
                         topological_insertion:random_insertion topological_insertion:topological-fraction05
                 done ;;
+  heat-lc)      [ -f datasets/heat-paper-5560.h5 ] || "$BIN/pdegrow" generate heat --preset paper \
+                    --n-samples 5560 --seed 0 --out datasets/heat-paper-5560.h5 --no-progress
+                [ -f datasets/heat-paper-5560.reference-map.h5 ] || "$BIN/pdegrow" reference \
+                    datasets/heat-paper-5560.h5 --method map --samples all --no-progress
+                compare study-heat-paper-lc
+                "$BIN/mpiexec" -n "$NP" "$BIN/pdegrow" compare --quiet --config experiments/study-heat-paper-lc-5000.toml \
+                    --out runs/study-heat-paper-lc
+                "$BIN/python" experiments/learning_curves.py --study runs/study-heat-paper-lc
+                "$BIN/python" experiments/paired_tests.py runs/study-heat-paper-lc --datasets n50 n200 n1000 n5000 \
+                    --pairs layerwise-srl:fixed topological_insertion:fixed random_insertion:fixed
+                "$BIN/python" experiments/time_to_accuracy.py runs/study-heat-paper-lc --baseline fixed \
+                    --datasets n50 n200 n1000 n5000 ;;
   heat-default) compare study-heat-default
                 "$BIN/python" experiments/summarise_study.py runs/study-heat-default \
                     --metrics rel_error_field rel_error_field_l2 rel_error_conductivity ;;
@@ -124,7 +136,7 @@ case "${1:-help}" in
   transfer)     "$BIN/python" experiments/transfer_study.py --out runs/study-transfer --workers "$NP"
                 "$BIN/python" experiments/transfer_study.py --model conv --out runs/study-transfer-conv --workers "$NP"
                 "$BIN/python" experiments/transfer_study.py --model heat --out runs/study-transfer-heat --workers "$NP" ;;
-  all)          for s in heat-paper heat-posterior heat-ordering heat-sensors50 heat-sensors50-regimes heat-default ns-sensors ns-full ns-full-wide ns-conv ns-simulated ns-goal4 ns-vit ridge ns-reference ns-figure wind diabetes digits digits-vit boston growth-fixes transfer; do
+  all)          for s in heat-paper heat-posterior heat-ordering heat-lc heat-sensors50 heat-sensors50-regimes heat-default ns-sensors ns-full ns-full-wide ns-conv ns-simulated ns-goal4 ns-vit ridge ns-reference ns-figure wind diabetes digits digits-vit boston growth-fixes transfer; do
                     "$0" "$s"; done ;;
   *) sed -n 2,10p "$0"; exit 2 ;;
 esac
