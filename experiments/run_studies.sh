@@ -32,6 +32,8 @@ case "${1:-help}" in
         --out datasets/wind-study.h5 --no-progress
     [ -f datasets/wind-study-prior.h5 ] || "$BIN/mpiexec" -n "$NP" "$BIN/pdegrow" generate wind --preset study \
         --set seed=1 --set n_samples=3000 --out datasets/wind-study-prior.h5 --no-progress
+    [ -f datasets/wind-study-prior2.h5 ] || "$BIN/mpiexec" -n "$NP" "$BIN/pdegrow" generate wind --preset study \
+        --set seed=2 --set n_samples=3000 --out datasets/wind-study-prior2.h5 --no-progress
     [ -f datasets/wind-random.h5 ] || "$BIN/mpiexec" -n "$NP" "$BIN/pdegrow" generate wind --preset random \
         --out datasets/wind-random.h5 --no-progress
     "$BIN/python" experiments/prototype_data.py diabetes digits --overwrite ;;
@@ -111,7 +113,11 @@ case "${1:-help}" in
                 compare study-wind-conv3d
                 compare study-wind-random
                 "$BIN/python" experiments/wind_reference.py datasets/wind-study.h5 \
-                    --prior datasets/wind-study-prior.h5 --out experiments/results/wind-reference.md
+                    --prior datasets/wind-study-prior.h5 datasets/wind-study-prior2.h5 \
+                    --prior-sizes 500 1000 2000 3000 6000 --all --out experiments/results/wind-reference.md
+                "$BIN/pdegrow" train --config experiments/wind-mlp-prior.toml --data datasets/wind-study-prior.h5 \
+                    --out runs/wind-mlp-prior --overwrite
+                "$BIN/pdegrow" evaluate runs/wind-mlp-prior --data datasets/wind-study.h5 --no-reference
                 "$BIN/python" experiments/wind_reference.py datasets/wind-random.h5 --sizes 400 100 100 \
                     --input inputs/observations_terrain --out experiments/results/wind-random-reference.md
                 "$BIN/python" experiments/summarise_study.py runs/study-wind --metrics rel_error_target mse_target \
