@@ -76,7 +76,8 @@ case "${1:-help}" in
                     --out runs/study-heat-paper-lc
                 "$BIN/python" experiments/learning_curves.py --study runs/study-heat-paper-lc
                 "$BIN/python" experiments/paired_tests.py runs/study-heat-paper-lc --datasets n50 n200 n1000 n5000 \
-                    --pairs layerwise-srl:fixed topological_insertion:fixed random_insertion:fixed
+                    --pairs layerwise-srl:fixed topological_insertion:fixed random_insertion:fixed \
+                    topological_insertion:random_insertion
                 "$BIN/python" experiments/time_to_accuracy.py runs/study-heat-paper-lc --baseline fixed \
                     --datasets n50 n200 n1000 n5000 ;;
   heat-default) compare study-heat-default
