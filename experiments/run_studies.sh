@@ -12,7 +12,7 @@ set -euo pipefail
 BIN=${PDEGROW_BIN:-.venv/bin}
 NP=${NP:-2}
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-compare() { "$BIN/mpiexec" -n "$NP" "$BIN/pdegrow" compare --quiet --config "experiments/$1.toml" --out "runs/$1"; }
+compare() { "$BIN/mpiexec" -n "$NP" "$BIN/pdegrow" compare --quiet --config "experiments/$1.toml" --out "runs/${2:-$1}"; }
 
 case "${1:-help}" in
   data)
@@ -72,8 +72,7 @@ case "${1:-help}" in
                 [ -f datasets/heat-paper-5560.reference-map.h5 ] || "$BIN/pdegrow" reference \
                     datasets/heat-paper-5560.h5 --method map --samples all --no-progress
                 compare study-heat-paper-lc
-                "$BIN/mpiexec" -n "$NP" "$BIN/pdegrow" compare --quiet --config experiments/study-heat-paper-lc-5000.toml \
-                    --out runs/study-heat-paper-lc
+                compare study-heat-paper-lc-5000 study-heat-paper-lc    # N = 5000 into the same study directory
                 "$BIN/python" experiments/learning_curves.py --study runs/study-heat-paper-lc
                 "$BIN/python" experiments/paired_tests.py runs/study-heat-paper-lc --datasets n50 n200 n1000 n5000 \
                     --pairs layerwise-srl:fixed topological_insertion:fixed random_insertion:fixed \
