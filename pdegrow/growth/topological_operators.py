@@ -38,27 +38,33 @@ def augment(x: Tensor) -> Tensor:
 
 
 def _pad(x: Tensor, p: int, padding_mode: str) -> Tensor:
-    """Pad (S, C, H, W) by p on each side the way nn.Conv2d(padding_mode=…) does."""
+    """Pad (S, C, *spatial) by p on each side of every spatial axis, as nn.Conv2d/3d(padding_mode=…)."""
     if p == 0:
         return x
+    width = (p,) * (2 * (x.ndim - 2))
     if padding_mode == "zeros":
-        return F.pad(x, (p, p, p, p))
+        return F.pad(x, width)
     if padding_mode in ("circular", "reflect", "replicate"):
-        return F.pad(x, (p, p, p, p), mode=padding_mode)
+        return F.pad(x, width, mode=padding_mode)
     raise ValueError(f"unknown padding_mode {padding_mode!r}")
 
 
 def _unfold_rows(xp: Tensor, kernel_size: int) -> Tensor:
-    """Patches of an already padded (S, C, H+2p, W+2p) as rows (S·H·W, C·k²)."""
-    s, c = xp.shape[:2]
-    p = F.unfold(xp, kernel_size)  # (S, C·k², H·W)
-    return p.transpose(1, 2).reshape(-1, c * kernel_size * kernel_size)
+    """Patches of an already padded (S, C, H+2p, W+2p) or (S, C, D+2p, H+2p, W+2p) as rows
+    (S·voxels, C·k^d), sample-major, columns in the order of ``conv.weight.view(C_out, -1)``."""
+    c, k = xp.shape[1], kernel_size
+    if xp.ndim == 4:
+        return F.unfold(xp, k).transpose(1, 2).reshape(-1, c * k * k)  # F.unfold: (S, C·k², H·W)
+    u = xp.unfold(2, k, 1).unfold(3, k, 1).unfold(4, k, 1)  # (S, C, D, H, W, k, k, k)
+    return u.permute(0, 2, 3, 4, 1, 5, 6, 7).reshape(-1, c * k**3)
 
 
 def conv_patches(x: Tensor, kernel_size: int, padding_mode: str = "zeros") -> Tensor:
-    """Unfolded 'same'-padded patches of x (S, C, H, W) as rows (S·H·W, C·k²), sample-major.
+    """Unfolded 'same'-padded patches of x (S, C, H, W) or (S, C, D, H, W) as rows (S·voxels, C·k^d),
+    sample-major.
 
-    The column order (c, i, j) is that of ``conv.weight.view(C_out, -1)``.
+    The column order (c, i, j[, l]) is that of ``conv.weight.view(C_out, -1)``, so
+    ``augment(conv_patches(x)) @ [W.view(C_out, -1), b].T`` is the convolution, voxel by voxel.
     """
     return _unfold_rows(_pad(x, kernel_size // 2, padding_mode), kernel_size)
 
@@ -157,14 +163,17 @@ class DenseFeatureOperator(DepthOperator):
         return form_blocks(self.x_aug, self.lam, sigma2=self.sigma2)
 
 
-class ConvFeatureOperator(DepthOperator):
-    """Matrix-free operator for the conv block σ(ε(conv(x; W) + b)), 'same' padding.
+_CONVOLUTIONS = {2: (F.conv2d, torch.nn.grad.conv2d_weight), 3: (F.conv3d, torch.nn.grad.conv3d_weight)}
 
-    States x (S, C, H, W), costates λ (S, C, H, W); block r is the output
-    channel r, its vector w̃_r = [W_r.flatten() (C·k²); b_r].  For k blocks:
-    Y = conv(x; V_W) + V_b (S, k, H, W), Z = λ[:, idx] ⊙ Y, and
+
+class ConvFeatureOperator(DepthOperator):
+    """Matrix-free operator for the conv block σ(ε(conv(x; W) + b)), 'same' padding, 2-D or 3-D.
+
+    States x (S, C, H, W) or (S, C, D, H, W), costates λ of the same shape; block r is the output
+    channel r, its vector w̃_r = [W_r.flatten() (C·k^d); b_r].  For k blocks:
+    Y = conv(x; V_W) + V_b (S, k, *spatial), Z = λ[:, idx] ⊙ Y, and
     AV = [∂/∂W Σ Z·conv(x; W) ; Σ Z] — a forward and a weight-gradient
-    convolution; the unfolded patches (S·H·W × C·k²) are never formed.
+    convolution; the unfolded patches (S·voxels × C·k^d) are never formed.
     """
 
     def __init__(
@@ -176,8 +185,9 @@ class ConvFeatureOperator(DepthOperator):
         padding_mode: str = "zeros",
         sigma2: float = SIGMA_SECOND_DERIVATIVE,
     ) -> None:
-        if x.ndim != 4 or lam.shape[0] != x.shape[0] or lam.shape[2:] != x.shape[2:]:
-            raise ValueError(f"states {tuple(x.shape)} / costates {tuple(lam.shape)} must be (S, C, H, W)")
+        if x.ndim not in (4, 5) or lam.shape[:1] + lam.shape[2:] != x.shape[:1] + x.shape[2:]:
+            shapes = f"states {tuple(x.shape)} / costates {tuple(lam.shape)}"
+            raise ValueError(f"{shapes} must be (S, C, H, W) or (S, C, D, H, W)")
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
         self.x = self.reference = x
@@ -186,31 +196,33 @@ class ConvFeatureOperator(DepthOperator):
         self.k = kernel_size
         self.sigma2 = sigma2
         self.padding_mode = padding_mode
+        self.spatial_dims = x.ndim - 2
         self.xp = _pad(x, kernel_size // 2, padding_mode)
         self.channels_in = x.shape[1]
         self.n_blocks = lam.shape[1]
-        self.dim = self.channels_in * kernel_size * kernel_size + 1
+        self.dim = self.channels_in * kernel_size**self.spatial_dims + 1
 
     def matvec(self, v: Tensor, idx: Tensor) -> Tensor:
         k = v.shape[0]
-        wshape = (k, self.channels_in, self.k, self.k)
-        y = F.conv2d(self.xp, v[:, :-1].reshape(wshape), v[:, -1])
+        conv, conv_weight_grad = _CONVOLUTIONS[self.spatial_dims]
+        wshape = (k, self.channels_in) + (self.k,) * self.spatial_dims
+        y = conv(self.xp, v[:, :-1].reshape(wshape), v[:, -1])
         lam = self.lam if idx.numel() == self.n_blocks else self.lam[:, idx]
         z = y.mul_(lam)
-        gw = torch.nn.grad.conv2d_weight(self.xp, wshape, z)
-        gb = z.sum(dim=(0, 2, 3))
+        gw = conv_weight_grad(self.xp, wshape, z)
+        gb = z.sum(dim=(0, *range(2, z.ndim)))
         return torch.cat([gw.reshape(k, -1), gb[:, None]], dim=1).mul_(self.sigma2)
 
     def blocks(self, chunk_samples: int | None = None) -> Tensor:
         s = self.x.shape[0]
-        hw = self.x.shape[2] * self.x.shape[3]
+        voxels = self.x[0, 0].numel()
         if chunk_samples is None:
-            chunk_samples = max(1, (1 << 22) // max(1, hw * self.dim))
+            chunk_samples = max(1, (1 << 22) // max(1, voxels * self.dim))
+        channels_last = (0, *range(2, self.x.ndim), 1)
         a = torch.zeros(self.n_blocks, self.dim, self.dim, dtype=self.dtype, device=self.device)
         for i in range(0, s, chunk_samples):
-            xs = self.xp[i : i + chunk_samples]
-            patches = augment(_unfold_rows(xs, self.k))
-            lam = self.lam[i : i + chunk_samples].permute(0, 2, 3, 1).reshape(-1, self.n_blocks)
+            patches = augment(_unfold_rows(self.xp[i : i + chunk_samples], self.k))
+            lam = self.lam[i : i + chunk_samples].permute(channels_last).reshape(-1, self.n_blocks)
             a += form_blocks(patches, lam, sigma2=self.sigma2)
         return a
 
