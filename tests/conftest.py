@@ -259,3 +259,25 @@ def write_shifted_vorticity(path: Path, r: int, n: int, *, dtype: Any = np.float
     mark_complete(f)
     f.close()
     return path
+
+
+def write_synthetic_heat_file(path: Path, n: int, seed: int) -> Path:
+    """A synthetic 'heat' file: 12 targets, 10 noisy (5 % relative) observations of a nonlinear map."""
+    from pdegrow.contract import create_dataset_file, mark_complete
+
+    rng = np.random.default_rng(seed)
+    y = rng.standard_normal((n, 12))
+    clean = np.tanh(y @ rng.standard_normal((12, 10)) / 3) + 2.0
+    obs = clean * (1 + 0.05 * rng.standard_normal(clean.shape))
+    f = create_dataset_file(path, problem="heat", config={}, n_samples=n, base_seed=0,
+                            static={"geometry/sensors": np.zeros((10, 2))},
+                            sample_specs={"inputs/observations": ((10,), np.float64),
+                                          "inputs/observations_clean": ((10,), np.float64),
+                                          "targets/kl_coefficients": ((12,), np.float64)},
+                            attrs={"noise_level": 0.05, "noise_model": "relative"})
+    f["inputs/observations"][:] = obs
+    f["inputs/observations_clean"][:] = clean
+    f["targets/kl_coefficients"][:] = y
+    mark_complete(f)
+    f.close()
+    return path

@@ -14,12 +14,10 @@ import os
 import socket
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import run_cli, write_synthetic_heat_file
 
-from pdegrow.contract import create_dataset_file, mark_complete
 from pdegrow.growth.base import GrowthContext, GrowthProposal, GrowthStrategy, register_strategy
 from pdegrow.training.config import build_config
 from pdegrow.training.distributed import DistributedTrainer, launch_info, shard
@@ -74,24 +72,7 @@ def _config(strategy: str) -> dict:
 @pytest.fixture(scope="module")
 def data_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A synthetic 'heat' file: 12 targets, 10 noisy observations of a nonlinear map of them."""
-    path = tmp_path_factory.mktemp("ddp") / "synthetic.h5"
-    rng = np.random.default_rng(0)
-    n = 64
-    y = rng.standard_normal((n, 12))
-    clean = np.tanh(y @ rng.standard_normal((12, 10)) / 3) + 2.0
-    obs = clean * (1 + 0.05 * rng.standard_normal(clean.shape))
-    f = create_dataset_file(path, problem="heat", config={}, n_samples=n, base_seed=0,
-                            static={"geometry/sensors": np.zeros((10, 2))},
-                            sample_specs={"inputs/observations": ((10,), np.float64),
-                                          "inputs/observations_clean": ((10,), np.float64),
-                                          "targets/kl_coefficients": ((12,), np.float64)},
-                            attrs={"noise_level": 0.05, "noise_model": "relative"})
-    f["inputs/observations"][:] = obs
-    f["inputs/observations_clean"][:] = clean
-    f["targets/kl_coefficients"][:] = y
-    mark_complete(f)
-    f.close()
-    return path
+    return write_synthetic_heat_file(tmp_path_factory.mktemp("ddp") / "synthetic.h5", n=64, seed=0)
 
 
 class _Preempted(Exception):

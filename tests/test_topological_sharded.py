@@ -13,11 +13,10 @@ import os
 import socket
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from conftest import write_synthetic_heat_file
 
-from pdegrow.contract import create_dataset_file, mark_complete
 from pdegrow.errors import PdegrowError
 from pdegrow.growth.base import build_strategy
 from pdegrow.growth.topological_operators import ShardedOperator
@@ -63,24 +62,7 @@ def _summary(prop, strategy) -> dict:  # noqa: ANN001
 @pytest.fixture(scope="module")
 def data_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A synthetic 'heat' file: 12 targets, 10 noisy observations of a nonlinear map of them."""
-    path = tmp_path_factory.mktemp("sharded") / "synthetic.h5"
-    rng = np.random.default_rng(1)
-    n = 56
-    y = rng.standard_normal((n, 12))
-    clean = np.tanh(y @ rng.standard_normal((12, 10)) / 3) + 2.0
-    obs = clean * (1 + 0.05 * rng.standard_normal(clean.shape))
-    f = create_dataset_file(path, problem="heat", config={}, n_samples=n, base_seed=0,
-                            static={"geometry/sensors": np.zeros((10, 2))},
-                            sample_specs={"inputs/observations": ((10,), np.float64),
-                                          "inputs/observations_clean": ((10,), np.float64),
-                                          "targets/kl_coefficients": ((12,), np.float64)},
-                            attrs={"noise_level": 0.05, "noise_model": "relative"})
-    f["inputs/observations"][:] = obs
-    f["inputs/observations_clean"][:] = clean
-    f["targets/kl_coefficients"][:] = y
-    mark_complete(f)
-    f.close()
-    return path
+    return write_synthetic_heat_file(tmp_path_factory.mktemp("sharded") / "synthetic.h5", n=56, seed=1)
 
 
 def _train(trainer: Trainer) -> None:
