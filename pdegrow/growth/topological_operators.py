@@ -393,6 +393,15 @@ def accumulate_operators(
                                   reduce)
     if total == 0:
         raise ValueError("no training data: the batch iterable was empty")
+    return _depth_operators(modes, blocks, xs, ls, total, feature_operator, keep_features), loss_sum / total
+
+
+def _depth_operators(
+    modes: list[str], blocks: list[Tensor | None], xs: list[list[Tensor]], ls: list[list[Tensor]], total: int,
+    feature_operator: Callable[[Tensor, Tensor], DepthOperator], keep_features: bool,
+) -> list[DepthOperator]:
+    """One operator per depth from the accumulated sums: the stored blocks / S, or the features' operator
+    with the costates / S (the features of a block depth kept too when ``keep_features``)."""
     ops: list[DepthOperator] = []
     for i, use in enumerate(modes):
         if use == "blocks":
@@ -402,7 +411,7 @@ def accumulate_operators(
         else:
             op = feature_operator(torch.cat(xs[i]), torch.cat(ls[i]) / total)
         ops.append(op)
-    return ops, loss_sum / total
+    return ops
 
 
 def _sharded_operators(
@@ -420,14 +429,8 @@ def _sharded_operators(
     if float(sums[2]) > 0:
         raise ValueError("a process has an empty share of the training set: use fewer processes")
     reduce([b for b, use in zip(blocks, modes, strict=True) if use == "blocks"])  # type: ignore[misc]
-    ops: list[DepthOperator] = []
-    for i, use in enumerate(modes):
-        if use == "blocks":
-            op: DepthOperator = BlockOperator(blocks[i] / total_all)  # type: ignore[operator]
-            if keep_features:
-                op.features = (torch.cat(xs[i]), torch.cat(ls[i]) / total_all)
-        else:
-            op = ShardedOperator(feature_operator(torch.cat(xs[i]), torch.cat(ls[i]) / total_all), reduce,
-                                 rebuild=feature_operator)
-        ops.append(op)
+    def sharded(x: Tensor, lam: Tensor) -> DepthOperator:
+        return ShardedOperator(feature_operator(x, lam), reduce, rebuild=feature_operator)
+
+    ops = _depth_operators(modes, blocks, xs, ls, total_all, sharded, keep_features)
     return ops, loss_all / total_all
