@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import tempfile
 import time
@@ -42,6 +41,7 @@ import torch  # noqa: E402
 
 from pdegrow.contract import create_dataset_file, mark_complete  # noqa: E402
 from pdegrow.training.config import build_config  # noqa: E402
+from pdegrow.training.launch import free_port
 
 
 def make_data(path: Path, n: int) -> None:
@@ -136,12 +136,6 @@ def worker(rank: int, world: int, port: int, data: str, root: str, args: argpars
     if rank == 0:
         torch.save(res, Path(root) / f"w{world}.pt")
     dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:

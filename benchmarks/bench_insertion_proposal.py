@@ -38,8 +38,9 @@ from pdegrow.training.config import build_config
 from pdegrow.training.trainer import Trainer
 
 
-def make_trainer(data: str, width: int, n_train: int, copies: int, batch: int, out: Path) -> Trainer:
-    cfg = build_config({
+def bench_config(width: int, n_train: int, copies: int, batch: int) -> Any:
+    """The benchmark's training config: a heat MLP of depth 2 at this width, never growing by itself."""
+    return build_config({
         "run": {"seed": 0, "device": "cpu", "progress": False, "threads": 1},
         "data": {"problem": "heat", "input": "inputs/observations", "target": "targets/kl_coefficients",
                  "aux": [], "n_train": n_train, "n_val": 10, "n_test": 10, "noisy_copies": copies,
@@ -49,7 +50,10 @@ def make_trainer(data: str, width: int, n_train: int, copies: int, batch: int, o
         "train": {"max_epochs": 1000, "phase_epochs": 1000, "patience": 1000, "loss": "mse"},
         "growth": {"strategy": "fixed"},
     }, "bench")
-    return Trainer(cfg, data, out, progress=False)
+
+
+def make_trainer(data: str, width: int, n_train: int, copies: int, batch: int, out: Path) -> Trainer:
+    return Trainer(bench_config(width, n_train, copies, batch), data, out, progress=False)
 
 
 def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import tempfile
 import time
@@ -29,22 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from bench_insertion_proposal import bench_config
 
 from pdegrow.growth.base import build_strategy
-from pdegrow.training.config import build_config
-
-
-def config(width: int, n_train: int, copies: int, batch: int) -> Any:
-    return build_config({
-        "run": {"seed": 0, "device": "cpu", "progress": False, "threads": 1},
-        "data": {"problem": "heat", "input": "inputs/observations", "target": "targets/kl_coefficients",
-                 "aux": [], "n_train": n_train, "n_val": 10, "n_test": 10, "noisy_copies": copies,
-                 "input_transform": "log"},
-        "model": {"kind": "mlp", "width": width, "depth": 2, "block": "perceptron", "activation": "tanh"},
-        "optim": {"name": "adam", "lr": 1e-3, "batch_size": batch},
-        "train": {"max_epochs": 1000, "phase_epochs": 1000, "patience": 1000, "loss": "mse"},
-        "growth": {"strategy": "fixed"},
-    }, "bench")
+from pdegrow.training.launch import free_port
 
 
 def time_proposals(trainer: Any, repeats: int) -> dict[str, Any]:
@@ -80,18 +67,12 @@ def _worker(rank: int, world: int, port: int, args: argparse.Namespace, width: i
                       LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
-    tr = DistributedTrainer(config(width, args.n_train, args.copies, args.batch), args.data,
+    tr = DistributedTrainer(bench_config(width, args.n_train, args.copies, args.batch), args.data,
                             Path(root) / f"run{width}")
     tr.model.load_state_dict(torch.load(weights))
     torch.save(time_proposals(tr, args.repeats), Path(root) / f"w{width}-rank{rank}.pt")
     tr.cleanup()
     dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:
@@ -117,7 +98,7 @@ def main() -> None:
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for width in args.widths:
-            cfg = config(width, args.n_train, args.copies, args.batch)
+            cfg = bench_config(width, args.n_train, args.copies, args.batch)
             tr = Trainer(cfg, args.data, Path(tmp) / f"s{width}", progress=False)
             tr.terms = tr._active_terms()
             for _ in range(args.warmup):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from conftest import run_cli, write_synthetic_heat_file
 from pdegrow.growth.base import GrowthContext, GrowthProposal, GrowthStrategy, register_strategy
 from pdegrow.training.config import build_config
 from pdegrow.training.distributed import DistributedTrainer, launch_info, shard
+from pdegrow.training.launch import free_port
 from pdegrow.training.runfiles import load_run_file
 from pdegrow.training.trainer import Trainer
 
@@ -132,12 +132,6 @@ def _worker(rank: int, world: int, port: int, data: str, root: str) -> None:
     dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _model(run: Path) -> dict[str, torch.Tensor]:
     return load_run_file(run / "model.pt", "model")["state"]
 
@@ -151,7 +145,7 @@ def two_ranks(tmp_path_factory: pytest.TempPathFactory, data_file: Path) -> tupl
     import torch.multiprocessing as mp
 
     root = tmp_path_factory.mktemp("ddp-runs")
-    mp.spawn(_worker, args=(2, _free_port(), str(data_file), str(root)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(data_file), str(root)), nprocs=2, join=True)
     return root, [torch.load(root / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
 

@@ -10,7 +10,6 @@ eigenvalues and ε to the solver's tolerance.
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from pdegrow.errors import PdegrowError
 from pdegrow.growth.base import build_strategy
 from pdegrow.growth.topological_operators import ShardedOperator
 from pdegrow.training.config import build_config
+from pdegrow.training.launch import free_port
 from pdegrow.training.trainer import Trainer
 
 torch.set_num_threads(1)
@@ -91,18 +91,12 @@ def _worker(rank: int, world: int, port: int, data: str, root: str) -> None:
     dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory: pytest.TempPathFactory, data_file: Path) -> list[dict]:
     import torch.multiprocessing as mp
 
     root = tmp_path_factory.mktemp("sharded-runs")
-    mp.spawn(_worker, args=(2, _free_port(), str(data_file), str(root)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(data_file), str(root)), nprocs=2, join=True)
     return [torch.load(root / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
 

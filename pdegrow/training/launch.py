@@ -76,6 +76,13 @@ def launch_info(env: Mapping[str, str] | None = None) -> LaunchInfo:
     return LaunchInfo(0, 1, 0, 1, "none")
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` now (the OS picks it), for a local rendezvous (``MASTER_PORT``)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
 def _rendezvous(info: LaunchInfo, env: dict[str, str]) -> None:
     """Fill MASTER_ADDR/MASTER_PORT when the launcher did not: from MPI (rank 0's host and a free
     port, broadcast), else localhost:29500 for a single-node job; multi-node srun needs them exported."""
@@ -91,9 +98,7 @@ def _rendezvous(info: LaunchInfo, env: dict[str, str]) -> None:
             comm = MPI.COMM_WORLD
             mine = None
             if comm.rank == 0:
-                with socket.socket() as s:
-                    s.bind(("", 0))
-                    free = s.getsockname()[1]
+                free = free_port("")
                 host = "127.0.0.1" if info.local_world_size == info.world_size else socket.gethostname()
                 mine = (host, str(free))
             addr, port = comm.bcast(mine, root=0)
@@ -141,5 +146,5 @@ def init_distributed(device: str = "auto") -> tuple[LaunchInfo, torch.device, st
     return info, dev, backend
 
 
-__all__ = ["DEFAULT_PORT", "TIMEOUT_ENV", "LaunchInfo", "init_distributed", "launch_info",
+__all__ = ["DEFAULT_PORT", "TIMEOUT_ENV", "LaunchInfo", "free_port", "init_distributed", "launch_info",
            "launched_by_torchrun"]
