@@ -176,7 +176,7 @@ def test_kill_and_resume_gives_bitwise_same_weights(tmp_path, heat_paper_file):
     rows_ref = (ref / "metrics.jsonl").read_text().splitlines()
     rows_res = (killed / "metrics.jsonl").read_text().splitlines()
     assert len(rows_ref) == len(rows_res)
-    strip = lambda r: {k: v for k, v in json.loads(r).items() if k != "wall_s"}  # noqa: E731
+    strip = lambda r: {k: v for k, v in json.loads(r).items() if k not in ("wall_s", "cpu_s")}  # noqa: E731
     assert [strip(r) for r in rows_ref] == [strip(r) for r in rows_res]
 
 
@@ -222,7 +222,7 @@ def test_checkpoints_at_growth_and_end_resume_bitwise(tmp_path, heat_paper_file)
     a, b = _weights(tmp_path / "ref"), _weights(tmp_path / "killed")
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    strip = lambda r: {k: v for k, v in json.loads(r).items() if k != "wall_s"}  # noqa: E731
+    strip = lambda r: {k: v for k, v in json.loads(r).items() if k not in ("wall_s", "cpu_s")}  # noqa: E731
     assert ([strip(r) for r in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]
             == [strip(r) for r in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()])
 

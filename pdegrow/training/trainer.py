@@ -366,6 +366,27 @@ class Trainer:
         log.info("growth event %d at epoch %d: %s", len(self.events), s.epoch, event.where)
         return True
 
+    def _end_growth(self) -> None:
+        """``[train] after_growth = "continue"``: the strategy proposed nothing more, so the final
+        network trains on up to ``max_epochs`` in one last phase, asking for no further proposal
+        (``state.growth_ended``, checkpointed). It starts from the weights the run would have ended
+        with under ``"stop"`` (the best of the phase just ended) and is logged as a ``growth_end``
+        event with the strategy's reason (:meth:`GrowthStrategy.end_reason`)."""
+        s = self.state
+        s.growth_ended = True
+        reason = self.strategy.end_reason(self.ctx)
+        self._log("events.jsonl", {"kind": "growth_end", "epoch": s.epoch, "phase": s.phase,
+                                   "strategy": self.strategy.name, "reason": reason,
+                                   "depth_after": self.model.depth, "n_params_after": self.model.n_parameters(),
+                                   "epochs_left": self.cfg.train.max_epochs - s.epoch})
+        log.info("growth ended at epoch %d (%s): training the final network to epoch %d", s.epoch, reason,
+                 self.cfg.train.max_epochs)
+        s.phase_epoch = 0
+        s.epochs_since_improvement = 0
+        s.plateau = False
+        s.phase_best_val = self.evaluate_split(self.data.val)["loss"]
+        self._snapshot()
+
     def run(self) -> dict[str, Any]:
         """Train to the end (or continue a resumed run); returns the summary written to ``summary.json``."""
         cfg = self.cfg
@@ -375,7 +396,7 @@ class Trainer:
 
             bar = tqdm(total=cfg.train.max_epochs, initial=self.state.epoch, unit="epoch",
                        desc=f"train[{cfg.strategy}]", dynamic_ncols=True)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()  # this segment's clocks (a resume restarts both)
         try:
             while not self.finished:
                 row: dict[str, Any] = {"epoch": self.state.epoch + 1, "phase": self.state.phase}
@@ -387,22 +408,27 @@ class Trainer:
                             "n_params": self.model.n_parameters(),
                             "n_trainable": self.model.n_parameters(trainable_only=True),
                             "n_correctors": len(self.model.correctors),
-                            "wall_s": round(time.perf_counter() - t0, 4)})
+                            "wall_s": round(time.perf_counter() - t0, 4),
+                            "cpu_s": round(time.process_time() - c0, 4)})
                 self._after_epoch(row)
                 self.metrics.append(row)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(train=f"{row['train_loss']:.3g}", val=f"{row['val_loss']:.3g}",
                                     depth=self.model.depth, refresh=False)
-                grew = False
+                grew = ended = False
                 if self.state.epoch >= cfg.train.max_epochs:
                     self._end_phase()
                     self.finished = True
-                elif self.collective.decide(self.strategy.when(self.ctx)):  # all ask, rank 0 decides
+                elif (not self.state.growth_ended
+                      and self.collective.decide(self.strategy.when(self.ctx))):  # all ask, rank 0 decides
                     self._end_phase()
                     grew = self._grow()
-                    self.finished = not grew
-                if self._checkpoint_due(grew):
+                    ended = not grew and cfg.train.after_growth == "continue"
+                    if ended:
+                        self._end_growth()
+                    self.finished = not (grew or ended)
+                if self._checkpoint_due(grew or ended):
                     self._checkpoint()
             return self._finish()
         except PdegrowError as exc:  # bad data or settings: recorded, so later commands know
