@@ -21,6 +21,7 @@ from pdegrow.models.blocks import (
     register_block,
     widen_pair,
 )
+from pdegrow.models.linear_skip import LinearSkip  # registers the skip's kind (for from_spec)
 from pdegrow.models.optim import make_optimizer, sync_optimizer
 from pdegrow.models.resnet import GrowableResNet
 from pdegrow.models.vit import build_vit  # registers the ViT modules (for from_spec)
@@ -28,7 +29,7 @@ from pdegrow.models.vit import build_vit  # registers the ViT modules (for from_
 __all__ = [
     "BLOCK_REGISTRY", "ConvBlock", "ConvCorrector", "ConvHead", "ConvLift", "ConvPerceptronBlock",
     "GrowableResNet",
-    "LinearHead", "LinearLift", "MLPBlock", "MLPCorrector", "PerceptronBlock", "SpecModule",
+    "LinearHead", "LinearSkip", "LinearLift", "MLPBlock", "MLPCorrector", "PerceptronBlock", "SpecModule",
     "build_module", "build_vit", "make_activation", "make_optimizer", "register_block", "silu_tanh",
     "sync_optimizer", "widen_pair",
 ]

@@ -1,10 +1,12 @@
 """The growable residual network (``docs/architecture.md``).
 
     x₀ = lift(y),   x_{t+1} = x_t + g_{t+1}(x_t)  (t = 0 … L−1),
-    output = head(x_L) + Σ_j Q_j(y)
+    output = head(x_L) [+ S(y)] + Σ_j Q_j(y)
 
 ``g_t`` are residual branches (:mod:`pdegrow.models.blocks`), ``Q_j`` the
-optional correctors of sequential residual learning (none unless SRL ran).
+optional correctors of sequential residual learning (none unless SRL ran),
+``S`` an optional linear skip path (:mod:`pdegrow.models.linear_skip`; none unless
+``[model] linear_skip`` asks for one).
 
 Stable interface (growth strategies build on it):
 
@@ -16,7 +18,7 @@ Stable interface (growth strategies build on it):
   t = L appends); ``new_block(...)`` makes a block that fits the stream
   (zero-initialised by default, i.e. the exact identity);
 * ``widen(t, layer, k, fan_in, bias, fan_out)`` adds k units to a hidden layer of block t;
-* ``freeze(...)``/``unfreeze(...)``; ``add_corrector(Q)``;
+* ``freeze(...)``/``unfreeze(...)``; ``add_corrector(Q)``; ``set_skip(S)``;
 * ``spec()`` / :meth:`GrowableResNet.from_spec`: the architecture as JSON
   (weights go through ``state_dict`` as usual).
 
@@ -42,7 +44,7 @@ from pdegrow.models.blocks import (
     build_module,
 )
 
-PARTS = ("lift", "blocks", "head", "correctors")
+PARTS = ("lift", "blocks", "head", "correctors", "skip")
 
 
 
@@ -55,15 +57,16 @@ def _taken(kind: str, options: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if k in accepted}
 
 class GrowableResNet(nn.Module):
-    """x₀ = lift(y), x_{t+1} = x_t + g_{t+1}(x_t), output = head(x_L) + Σ_j Q_j(y)."""
+    """x₀ = lift(y), x_{t+1} = x_t + g_{t+1}(x_t), output = head(x_L) [+ S(y)] + Σ_j Q_j(y)."""
 
     def __init__(self, lift: nn.Module, head: nn.Module, blocks: Iterable[nn.Module] = (),
-                 correctors: Iterable[nn.Module] = ()):
+                 correctors: Iterable[nn.Module] = (), skip: nn.Module | None = None):
         super().__init__()
         self.lift = lift
         self.blocks = nn.ModuleList(blocks)
         self.head = head
         self.correctors = nn.ModuleList(correctors)
+        self.skip = skip
 
     # ------------------------------------------------------------------ construction
 
@@ -104,8 +107,11 @@ class GrowableResNet(nn.Module):
         """Rebuild the architecture (and frozen flags) of :meth:`spec`; weights are fresh."""
         model = cls(build_module(spec["lift"]), build_module(spec["head"]),
                     [build_module(s) for s in spec.get("blocks", [])],
-                    [build_module(s) for s in spec.get("correctors", [])])
+                    [build_module(s) for s in spec.get("correctors", [])],
+                    build_module(spec["skip"]) if spec.get("skip") else None)
         frozen = spec.get("frozen", {})
+        if frozen.get("skip"):
+            model.freeze("skip")
         if frozen.get("lift"):
             model.freeze("lift")
         if frozen.get("head"):
@@ -117,8 +123,9 @@ class GrowableResNet(nn.Module):
         return model
 
     def spec(self) -> dict[str, Any]:
-        """The architecture as JSON: every part's spec and which parts are frozen."""
-        return {
+        """The architecture as JSON: every part's spec and which parts are frozen (``skip`` only
+        when the model has one, so the specs of models without it are unchanged)."""
+        out = {
             "lift": _spec(self.lift), "head": _spec(self.head),
             "blocks": [_spec(b) for b in self.blocks],
             "correctors": [_spec(q) for q in self.correctors],
@@ -128,6 +135,10 @@ class GrowableResNet(nn.Module):
                 "correctors": [_is_frozen(q) for q in self.correctors],
             },
         }
+        if self.skip is not None:
+            out["skip"] = _spec(self.skip)
+            out["frozen"]["skip"] = _is_frozen(self.skip)
+        return out
 
     # ------------------------------------------------------------------ evaluation
 
@@ -164,6 +175,8 @@ class GrowableResNet(nn.Module):
             x = x + block(x)
             states.append(x)
         out = self.head(x)
+        if self.skip is not None:
+            out = out + self.skip(y)
         for q in self.correctors:
             out = out + q(y)
         return (out, states) if return_states else out
@@ -176,8 +189,9 @@ class GrowableResNet(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
     def architecture(self) -> dict[str, Any]:
-        """A short summary for logs and plots: depth, widths, parameter counts."""
-        return {
+        """A short summary for logs and plots: depth, widths, parameter counts (``n_params`` counts
+        a frozen linear skip's buffers out; ``skip_entries`` gives its size when there is one)."""
+        out = {
             "depth": self.depth,
             "stream_width": self.stream_width,
             "block_kinds": [getattr(b, "kind", type(b).__name__) for b in self.blocks],
@@ -186,6 +200,9 @@ class GrowableResNet(nn.Module):
             "n_params": self.n_parameters(),
             "n_trainable": self.n_parameters(trainable_only=True),
         }
+        if self.skip is not None:
+            out["skip_entries"] = int(sum(t.numel() for t in (self.skip.weight, self.skip.bias)))
+        return out
 
     # ------------------------------------------------------------------ growth
 
@@ -241,9 +258,14 @@ class GrowableResNet(nn.Module):
         self.correctors.append(corrector)
         return corrector
 
+    def set_skip(self, skip: nn.Module | None) -> nn.Module | None:
+        """Set (or remove, ``None``) the linear skip path S added to the output; returns it."""
+        self.skip = None if skip is None else self._to_model(skip)
+        return self.skip
+
     def freeze(self, which: str | Iterable[int] = "all") -> None:
         """Stop training parts: ``"all"``, ``"lift"``, ``"head"``, ``"blocks"``,
-        ``"correctors"``, or an iterable of block indices."""
+        ``"correctors"``, ``"skip"``, or an iterable of block indices."""
         for module in self._select(which):
             _set_trainable(module, False)
 
@@ -257,6 +279,9 @@ class GrowableResNet(nn.Module):
             yield self
         elif which in ("lift", "head"):
             yield getattr(self, which)
+        elif which == "skip":
+            if self.skip is not None:
+                yield self.skip
         elif which in ("blocks", "correctors"):
             yield from getattr(self, which)
         elif isinstance(which, str):

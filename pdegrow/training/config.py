@@ -72,6 +72,11 @@ class ModelConfig:
     patch_size: int = 4                    # vit: patch side (divides the image size)
     heads: int = 2                         # vit: attention heads (divide the width)
     position: Literal["learned", "sinusoidal"] = "learned"   # vit: position embedding
+    linear_skip: Literal["none", "ridge"] = "none"   # ridge: output = L(y) + network(y), L the ridge map of
+                                           # the training pairs (pdegrow/models/linear_skip.py)
+    linear_skip_lambda: float = 0.0        # ridge λ (per sample, normalised units); 0: the best of a grid
+                                           # on the validation split
+    linear_skip_trainable: bool = False    # false: L frozen (residual learning on the linear estimator)
 
 
 @dataclass
@@ -143,6 +148,7 @@ RULES: dict[tuple[str, str], tuple[Any, str]] = {
     ("data", "memory_limit_mb"): _NON_NEGATIVE,
     ("model", "width"): _POSITIVE, ("model", "depth"): _NON_NEGATIVE,
     ("model", "hidden"): (lambda v: all(h > 0 for h in v), "a list of sizes > 0"),
+    ("model", "linear_skip_lambda"): _NON_NEGATIVE,
     ("model", "kernel_size"): _POSITIVE, ("model", "patch_size"): _POSITIVE, ("model", "heads"): _POSITIVE,
     ("optim", "lr"): _POSITIVE, ("optim", "weight_decay"): _NON_NEGATIVE,
     ("optim", "batch_size"): _POSITIVE, ("optim", "step_size"): _POSITIVE, ("optim", "gamma"): _POSITIVE,

@@ -144,13 +144,15 @@ def predict(run: TrainedRun, inputs: np.ndarray, batch_size: int = 1024) -> np.n
 
 @torch.no_grad()
 def layer_predictions(run: TrainedRun, inputs: np.ndarray) -> list[tuple[str, np.ndarray]]:
-    """[(label, prediction)] after the lift, after each block and after each SRL corrector."""
+    """[(label, prediction)] after the lift, after each block and after each SRL corrector (with a
+    linear skip S: head(x_t) + S(y) at every layer)."""
     model = run.model
     y = _as_model_input(run, inputs)
     _, states = model(y, return_states=True)
-    out = [(f"layer {t}" if t else "lift", run.target_norm.inverse(model.head(x)).cpu().numpy())
+    skip = model.skip(y) if getattr(model, "skip", None) is not None else 0.0
+    out = [(f"layer {t}" if t else "lift", run.target_norm.inverse(model.head(x) + skip).cpu().numpy())
            for t, x in enumerate(states)]
-    acc = model.head(states[-1])
+    acc = model.head(states[-1]) + skip
     for j, q in enumerate(model.correctors):
         acc = acc + q(y)
         out.append((f"+SRL {j + 1}", run.target_norm.inverse(acc).cpu().numpy()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import Any
 
@@ -12,6 +13,8 @@ from pdegrow.data.bundle import DataBundle
 from pdegrow.errors import PdegrowError
 from pdegrow.models.resnet import GrowableResNet
 from pdegrow.training.config import ExperimentConfig
+
+log = logging.getLogger(__name__)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -30,7 +33,56 @@ def seed_everything(seed: int) -> None:
 
 
 def build_model(cfg: ExperimentConfig, data: DataBundle) -> GrowableResNet:
-    """The network of ``cfg``'s ``[model]`` for the data's input and target shapes."""
+    """The network of ``cfg``'s ``[model]`` for the data's input and target shapes (with ``linear_skip =
+    "ridge"``: plus the ridge map of the training pairs, :func:`attach_ridge_skip`)."""
+    model = _network(cfg, data)
+    if cfg.model.linear_skip == "ridge":
+        if cfg.train.loss == "cross_entropy":
+            raise PdegrowError("[model] linear_skip = 'ridge' is for regression targets, "
+                               "not loss = 'cross_entropy'")
+        attach_ridge_skip(model, data, cfg.model.linear_skip_lambda, cfg.model.linear_skip_trainable,
+                          cfg.optim.batch_size)
+    return model
+
+
+def _split_tensors(split: Any, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """All (normalised) inputs and targets of a split, in file order."""
+    from pdegrow.data.loaders import iterate
+
+    xs, ys = [], []
+    for batch in iterate(split, max(batch_size, 256), None, keep_groups=False):
+        xs.append(batch.inputs.detach().cpu())
+        ys.append(batch.targets.detach().cpu())
+    return torch.cat(xs), torch.cat(ys)
+
+
+def attach_ridge_skip(model: GrowableResNet, data: DataBundle, lam: float = 0.0, trainable: bool = False,
+                      batch_size: int = 256) -> dict[str, Any]:
+    """Give ``model`` the linear skip output = L(y) + f_θ(y), L the ridge estimator fitted on the training
+    split (labelled and simulated pairs, normalised as the network sees them; ``lam`` = 0: λ chosen on the
+    validation split, :func:`pdegrow.models.linear_skip.fit_ridge`), and zero the head so that f_θ starts
+    at 0 and the network at the ridge estimator. Returns the fit's record (λ, validation errors)."""
+    from pdegrow.models.linear_skip import LAMBDA_GRID, LinearSkip, fit_ridge
+
+    x, y = _split_tensors(data.train, batch_size)
+    xv, yv = _split_tensors(data.val, batch_size) if len(data.val) else (None, None)
+    wt, b, chosen, errors = fit_ridge(x, y, xv, yv, lam)
+    skip = LinearSkip(data.input_shape, data.target_shape, trainable=trainable).to(dtype=x.dtype)
+    skip.set_map(wt, b, chosen)
+    model.to(dtype=x.dtype).set_skip(skip)      # in the training dtype: the map is not rounded on the way
+    zero = getattr(model.head, "zero_init", None)
+    if zero is not None:
+        zero()
+    record = {"lambda": chosen, "n_pairs": len(x)}
+    if errors:
+        record["val_mse"] = dict(zip([f"{v:.3g}" for v in LAMBDA_GRID], errors, strict=True))
+    log.info("linear skip: ridge on %d training pairs, λ = %.3g%s", len(x), chosen,
+             f" (validation MSE {min(errors):.4g})" if errors else "")
+    return record
+
+
+def _network(cfg: ExperimentConfig, data: DataBundle) -> GrowableResNet:
+    """The residual network of ``[model]`` (no skip)."""
     m = cfg.model
     if m.kind == "vit":
         from pdegrow.models.vit import vit_for_data
@@ -75,4 +127,5 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: ExperimentConfig) -> A
     return None
 
 
-__all__ = ["build_model", "data_loss", "make_scheduler", "resolve_device", "seed_everything"]
+__all__ = ["attach_ridge_skip", "build_model", "data_loss", "make_scheduler", "resolve_device",
+           "seed_everything"]
