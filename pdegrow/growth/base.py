@@ -17,7 +17,8 @@ The trainer (:mod:`pdegrow.training.trainer`) calls, in order::
     strategy.setup(ctx)                         # once, on a fresh run (not on resume)
     every epoch: train with model loss + strategy.loss_terms(ctx); validate
     if strategy.when(ctx):
-        proposal = strategy.propose(ctx)        # None → stop
+        proposal = strategy.propose(ctx)        # None → stop ([train] after_growth = "continue":
+                                                #   train on to max_epochs, strategy.end_reason(ctx) logged)
         strategy.apply(ctx, proposal)           # default: apply_proposal(ctx.model, proposal)
         (optimizer synced, realised change measured, GrowthEvent logged)
     (before propose: ``change = strategy.prepare(ctx)``, e.g. pruning, applied and logged as its own event)
@@ -61,6 +62,7 @@ class TrainingState:
     plateau: bool = False               # patience exhausted in this phase
     phase_best_vals: list[float] = field(default_factory=list)  # best val of each finished phase
     max_phase_epochs: int = 100
+    growth_ended: bool = False          # no more proposals ([train] after_growth = "continue")
 
 
 @dataclass
@@ -208,6 +210,10 @@ class GrowthStrategy:
     def propose(self, ctx: GrowthContext) -> GrowthProposal | None:
         """Where/how to grow, or None to stop training."""
         return None
+
+    def end_reason(self, ctx: GrowthContext) -> str:
+        """Why :meth:`propose` just returned None, in words (logged with the ``growth_end`` event)."""
+        return "the strategy proposed no further change"
 
     def apply(self, ctx: GrowthContext, proposal: GrowthProposal) -> None:
         """Change the model (default: :func:`apply_proposal`)."""

@@ -69,6 +69,10 @@ class RandomInsertion(TopologicalInsertion):
         s = ctx.state
         return s.plateau or s.phase_epoch >= s.max_phase_epochs
 
+    def end_reason(self, ctx: GrowthContext) -> str:
+        budget = self._budget_end(ctx)
+        return budget if budget is not None else f"no admissible block in {self.max_draws} draws"
+
     def propose(self, ctx: GrowthContext) -> GrowthProposal | None:
         if not self._budget_left(ctx):
             return None

@@ -264,17 +264,28 @@ class TopologicalInsertion(GrowthStrategy):
     # ------------------------------------------------------------------ when
 
     def _budget_left(self, ctx: GrowthContext) -> bool:
+        return self._budget_end(ctx) is None
+
+    def _budget_end(self, ctx: GrowthContext) -> str | None:
+        """Which limit (``max_layers``, ``max_depth``, ``max_params``) forbids another block, or None."""
         model = ctx.model
         if self.inserted >= self.max_layers:
-            return False
+            return f"max_layers = {self.max_layers} insertions made"
         if self.max_depth is not None and model.depth >= self.max_depth:
-            return False
+            return f"max_depth = {self.max_depth} blocks reached"
         if self.max_params is not None:
             w = model.stream_width
             extra = (w * w * self.kernel_size**model.spatial_dims + w) if model.is_conv else (w * w + w)
             if model.n_parameters() + extra > self.max_params:
-                return False
-        return True
+                return f"another block would exceed max_params = {self.max_params}"
+        return None
+
+    def end_reason(self, ctx: GrowthContext) -> str:
+        budget = self._budget_end(ctx)
+        if budget is not None:
+            return budget
+        last = self.history[-1] if self.history else {}
+        return f"no block inserted ({last.get('reason', 'none proposed')})"
 
     def when(self, ctx: GrowthContext) -> bool:
         plateau = super().when(ctx)

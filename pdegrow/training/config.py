@@ -101,6 +101,8 @@ class TrainConfig:
     loss: Literal["mse", "relative_mse", "cross_entropy"] = "mse"   # cross_entropy: one-hot/soft targets
     supervised_weight: float = 1.0         # weight of the data loss against the labels
     posterior_weight: float = 0.0          # heat, KL target: + w · mean −log π(ŷ | y) / S (label-free)
+    after_growth: Literal["stop", "continue"] = "stop"   # once the strategy proposes nothing more: end the
+                                           # run (stop) or train the final network up to max_epochs (continue)
 
 
 @dataclass

@@ -377,7 +377,8 @@ class Trainer:
         reason = self.strategy.end_reason(self.ctx)
         self._log("events.jsonl", {"kind": "growth_end", "epoch": s.epoch, "phase": s.phase,
                                    "strategy": self.strategy.name, "reason": reason,
-                                   "depth_after": self.model.depth, "n_params_after": self.model.n_parameters(),
+                                   "depth_after": self.model.depth,
+                                   "n_params_after": self.model.n_parameters(),
                                    "epochs_left": self.cfg.train.max_epochs - s.epoch})
         log.info("growth ended at epoch %d (%s): training the final network to epoch %d", s.epoch, reason,
                  self.cfg.train.max_epochs)
