@@ -260,21 +260,28 @@ def _topological_lines(events: list[dict[str, Any]]) -> list[str]:
              "≤ `max_preactivation` (default 1), and ε is kept where realised/predicted stays within "
              "[½, 2] (*valid*). *realised* = J(Ω_ε) − J(Ω₀) "
              "at that ε, measured on the training loss. t = C / (standard error of its per-sample "
-             "terms): how far the predicted decrease stands above its sampling noise.", "",
+             "terms): how far the predicted decrease stands above its sampling noise. *max over "
+             "depths* is over the depths solved: with `prune_depths` a depth whose upper bound is "
+             "below a solved derivative is not solved (its bound is in the figure), so it is the "
+             "maximum over all depths.", "",
              "| # | epoch | t* | derivative at t* | max over depths | ε | ε_max | t | predicted | "
              "realised | ratio | valid |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def num(v: Any) -> str:
         return f"{float(v):.3g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "—"
 
+    from pdegrow.growth.topological_report import depth_values, solved_derivatives
+
     for i, e in enumerate(rows):
         info = e["info"]
-        d = [float(v) for v in info["derivative"]]
+        d = depth_values(info["derivative"])
+        solved = solved_derivatives(info["derivative"])
         t = info.get("t_star")
-        at = f"{d[t]:.3g}" if isinstance(t, int) and 0 <= t < len(d) else "—"
+        at = f"{d[t]:.3g}" if isinstance(t, int) and 0 <= t < len(d) and np.isfinite(d[t]) else "—"
+        top = f"{max(solved):.3g}" if solved else "—"
         valid = {True: "yes", False: "no"}.get(info.get("quadratic_valid"), "—")
         lines.append(f"| {i + 1} | {e.get('epoch')} | {t if t is not None else '—'} | {at} | "
-                     f"{max(d) if d else float('nan'):.3g} | {num(info.get('eps'))} | "
+                     f"{top} | {num(info.get('eps'))} | "
                      f"{num(info.get('eps_max'))} | {num(info.get('significance'))} | "
                      f"{num(e.get('predicted_change'))} | {num(e.get('realised_change'))} | "
                      f"{num(info.get('ratio'))} | {valid} |")

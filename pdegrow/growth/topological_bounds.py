@@ -18,7 +18,10 @@ The trace costs O(P·n), the Frobenius norm O(P²·(d + n)) — a fraction of on
 the Lanczos solve for all r (4·P·n·d) while P ≲ d, and it needs every sample on one process, so
 a sharded operator is bounded by its (all-reduced) trace alone.  A depth whose bound max_r ub_r
 is below the largest derivative already solved cannot be t* (:func:`pruned_derivatives`); the
-insertion chosen is the one of the full search.
+insertion chosen is the one of the full search.  Such a depth has no derivative: it is logged as
+null beside its bound (:func:`logged_derivatives`), and max_t D_t over the solved depths is the
+maximum over all depths, since every skipped D_t ≤ its bound < a solved one
+(:func:`pdegrow.growth.topological_report.solved_derivatives` reads it back).
 """
 
 from __future__ import annotations
@@ -43,8 +46,8 @@ MAX_GRAM_ROWS = 4096
 #: Relative margin added to a bound computed in the operator's precision (float32 rounding).
 BOUND_MARGIN = 1e-3
 
-__all__ = ["BOUND_MARGIN", "MAX_GRAM_ROWS", "eigenvalue_upper_bounds", "operator_bounds",
-           "pruned_derivatives"]
+__all__ = ["BOUND_MARGIN", "MAX_GRAM_ROWS", "eigenvalue_upper_bounds", "logged_derivatives",
+           "operator_bounds", "pruned_derivatives"]
 
 
 def eigenvalue_upper_bounds(
@@ -105,3 +108,11 @@ def pruned_derivatives(
         derivs[t] = float(pairs[t].values.max())  # type: ignore[union-attr]
         best = max(best, float(derivs[t]))
     return derivs, pairs, top
+
+
+def logged_derivatives(derivs: Tensor) -> list[float | None]:
+    """The derivative per depth as a run logs it: D_t where depth t was solved, ``None`` (JSON null)
+    where :func:`pruned_derivatives` skipped it (its bound, logged as ``derivative_bound``, is
+    below a solved D_t', so D_t < max_t' D_t' without being known)."""
+    return [float(d) if math.isfinite(float(d)) else None for d in derivs]
+

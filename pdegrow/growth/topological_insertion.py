@@ -11,8 +11,9 @@ Krishnanunni, Bui-Thanh, Dawson, arXiv 2502.06885; the mathematics is in
   of the blocks A_r at depth t), over every depth 0 … L; with ``prune_depths``
   the eigen-solve is skipped at depths whose upper bound min(tr A_r⁺, ‖A_r⁺‖_F)
   is below the derivative of a depth already solved
-  (:mod:`pdegrow.growth.topological_bounds`): the same t* and rows, the
-  skipped depths' derivatives logged as NaN (their bounds in ``derivative_bound``);
+  (:mod:`pdegrow.growth.topological_bounds`): the same t* and rows; a skipped
+  depth's derivative is not known and is logged as null, beside the bound that
+  ruled it out (``derivative_bound``);
 * **how** — an admissible perceptron block σ(ε(W x + b)), σ = ``silu_tanh``,
   whose rows are the top eigenvectors of the units whose eigenvalue is at
   least ``fraction`` × the largest (others zero); then ε is folded into W, b
@@ -76,7 +77,7 @@ from pdegrow.growth.topological import (
     rows_from_eigenpairs,
     topological_derivatives,
 )
-from pdegrow.growth.topological_bounds import pruned_derivatives
+from pdegrow.growth.topological_bounds import logged_derivatives, pruned_derivatives
 from pdegrow.growth.topological_operators import Reduce, ShardedOperator
 from pdegrow.growth.topological_search import (  # noqa: F401  (block_preactivations re-exported: moved there)
     BlockSearch,
@@ -339,14 +340,14 @@ class TopologicalInsertion(GrowthStrategy):
 
     @staticmethod
     def _best(derivs: Tensor) -> tuple[int, float]:
-        """(t*, D_t*): the argmax over the depths that were solved (a pruned depth is NaN)."""
+        """(t*, D_t*): the argmax over the depths that were solved (a skipped depth is NaN in ``derivs``)."""
         solved = torch.nan_to_num(derivs, nan=-math.inf)
         t = int(solved.argmax())
         return t, float(solved[t])
 
     def _record(self, ctx: GrowthContext, derivs: Tensor, j0: float, grew: bool, **extra: Any) -> None:
         self.history.append({"epoch": ctx.state.epoch, "phase": ctx.state.phase, "train_loss": j0,
-                             "derivative": [float(d) for d in derivs], "grew": grew, **extra})
+                             "derivative": logged_derivatives(derivs), "grew": grew, **extra})
 
     def _search(self, ctx: GrowthContext, block: nn.Module, depth: int, batches: list[Any],
                 features: tuple[Tensor, Tensor], j0: float,
@@ -377,7 +378,7 @@ class TopologicalInsertion(GrowthStrategy):
         search = self._search(ctx, block, t_star, batches, features, j0, d.collective)
         search_cpu = round(time.process_time() - c_search, 4)
         info: dict[str, Any] = {
-            "derivative": [float(d) for d in derivs],
+            "derivative": logged_derivatives(derivs),
             "t_star": t_star,
             "lambda_max": lam_max,
             "eigenvalue_sum": rows.coefficient,
@@ -390,7 +391,7 @@ class TopologicalInsertion(GrowthStrategy):
             "search_cpu_s": search_cpu,      # CPU s of the ε choice from the stored states
         }
         if d.bounds is not None:             # depths skipped: their bound is below the derivative at t*
-            info["derivative_bound"] = [float(b) for b in d.bounds]
+            info["derivative_bound"] = logged_derivatives(d.bounds)   # null: no bound (always solved)
         if search.significance < self.min_significance:
             self._record(ctx, derivs, j0, grew=False, reason="not significant",
                          significance=search.significance)

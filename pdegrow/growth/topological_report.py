@@ -11,14 +11,30 @@ insertion carries ``predicted_change``, ``realised_change`` and
    within [½, 2] during the ε search: hollow markers where it was not);
    *realised* is J after − J before, measured by the trainer;
 2. the topological derivative against the depth, one curve per event
-   (coloured by epoch), the chosen depth t* marked.
+   (coloured by epoch), the chosen depth t* marked. A depth that ``prune_depths``
+   did not solve has no derivative (null in ``info.derivative``): the curve has
+   a gap there, and its upper bound (``info.derivative_bound``) is drawn as ▽ —
+   the true value lies below it, and below the derivative at t*.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+
+def depth_values(values: Sequence[float | None]) -> list[float]:
+    """A logged per-depth list as floats, NaN where a depth has no value (null: not solved by
+    ``prune_depths``, or no bound; runs logged before null was used hold NaN there)."""
+    return [math.nan if v is None else float(v) for v in values]
+
+
+def solved_derivatives(values: Sequence[float | None]) -> list[float]:
+    """The derivatives of the depths that were solved (the finite entries of ``info.derivative``);
+    their maximum is max_t D_t over all depths, since a skipped depth's bound is below it."""
+    return [v for v in depth_values(values) if math.isfinite(v)]
 
 
 def read_events(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -67,12 +83,20 @@ def plot_topological_history(events: Sequence[dict[str, Any]] | str | Path, out:
 
     for axis in (ax1.xaxis, ax1.yaxis):        # few ticks, so their labels never overlap
         axis.set_major_locator(MaxNLocator(4))
+    bound_label = "upper bound, depth not solved"
     for i, e in enumerate(evs):
-        d = e["info"]["derivative"]
+        d = depth_values(e["info"]["derivative"])
         color = cmap(i / max(1, len(evs) - 1))
         ax2.plot(range(len(d)), d, "-o", color=color, ms=3, label=f"event {i + 1} (epoch {e.get('epoch')})")
+        bounds = depth_values(e["info"].get("derivative_bound") or [])
+        skipped = [t for t, (v, b) in enumerate(zip(d, bounds, strict=False))
+                   if not math.isfinite(v) and math.isfinite(b)]
+        if skipped:
+            ax2.plot(skipped, [bounds[t] for t in skipped], "v", color=color, mfc="none", ms=7,
+                     label=bound_label)
+            bound_label = "_nolegend_"
         t = e["info"].get("t_star")
-        if t is not None:
+        if isinstance(t, int) and 0 <= t < len(d):
             ax2.plot([t], [d[t]], "*", color=color, ms=12)
     ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax2.set_xlabel("depth t")
