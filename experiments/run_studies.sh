@@ -4,7 +4,7 @@
 # experiments/RESULTS.md. Restartable: `pdegrow compare` and transfer_study.py keep finished runs.
 #
 #   bash experiments/run_studies.sh data          # generate / derive every data set (once)
-#   bash experiments/run_studies.sh STUDY         # heat-paper heat-posterior heat-ordering heat-lc heat-sensors50 heat-sensors50-regimes heat-default ns-sensors ns-full
+#   bash experiments/run_studies.sh STUDY         # heat-paper heat-posterior heat-ordering heat-lc heat-tta heat-sensors50 heat-sensors50-regimes heat-default ns-sensors ns-full
 #                                                 # ns-full-wide ns-conv ns-simulated ridge ns-reference ns-figure diabetes digits transfer
 #                                                 # boston growth-fixes ns-vit digits-vit wind ns-goal4
 #   bash experiments/run_studies.sh all           # every study
@@ -12,7 +12,7 @@ set -euo pipefail
 BIN=${PDEGROW_BIN:-.venv/bin}
 NP=${NP:-2}
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-compare() { "$BIN/mpiexec" -n "$NP" "$BIN/pdegrow" compare --quiet --config "experiments/$1.toml" --out "runs/${2:-$1}"; }
+compare() { "$BIN/mpiexec" -n "$NP" "$BIN/pdegrow" compare --quiet --config "${CONFIG:-experiments/$1.toml}" --out "runs/${2:-$1}"; }
 
 case "${1:-help}" in
   data)
@@ -67,6 +67,16 @@ case "${1:-help}" in
                     "$BIN/python" experiments/paired_tests.py "runs/$s" --pairs topological_insertion:fixed-same-size \
                         topological_insertion:random_insertion topological_insertion:topological-fraction05
                 done ;;
+  heat-tta)     for s in 0 1 2 3 4; do   # seed-major (all strategies of a seed, then the next): load falls alike
+                    sed "s/^seeds = .*/seeds = [$s]/" experiments/study-heat-paper-tta.toml > "runs/tta-seed$s.toml"
+                    CONFIG="runs/tta-seed$s.toml" compare study-heat-paper-tta
+                done
+                "$BIN/python" experiments/time_to_accuracy.py runs/study-heat-paper-tta --baseline fixed --per-seed
+                "$BIN/python" experiments/paired_tests.py runs/study-heat-paper-tta --datasets n1000 --pairs \
+                    layerwise-srl:fixed topological_insertion:fixed random_insertion:fixed \
+                    layerwise-srl-short:layerwise-srl layerwise-srl-patience:layerwise-srl \
+                    layerwise-nosrl:layerwise-srl topological-early:topological_insertion \
+                    topological-sample4:topological_insertion ;;
   heat-lc)      [ -f datasets/heat-paper-5560.h5 ] || "$BIN/pdegrow" generate heat --preset paper \
                     --n-samples 5560 --seed 0 --out datasets/heat-paper-5560.h5 --no-progress
                 [ -f datasets/heat-paper-5560.reference-map.h5 ] || "$BIN/pdegrow" reference \
@@ -142,7 +152,7 @@ case "${1:-help}" in
   transfer)     "$BIN/python" experiments/transfer_study.py --out runs/study-transfer --workers "$NP"
                 "$BIN/python" experiments/transfer_study.py --model conv --out runs/study-transfer-conv --workers "$NP"
                 "$BIN/python" experiments/transfer_study.py --model heat --out runs/study-transfer-heat --workers "$NP" ;;
-  all)          for s in heat-paper heat-posterior heat-ordering heat-lc heat-sensors50 heat-sensors50-regimes heat-default ns-sensors ns-full ns-full-wide ns-conv ns-simulated ns-goal4 ns-vit ridge ns-reference ns-figure wind diabetes digits digits-vit boston growth-fixes transfer; do
+  all)          for s in heat-paper heat-posterior heat-ordering heat-lc heat-tta heat-sensors50 heat-sensors50-regimes heat-default ns-sensors ns-full ns-full-wide ns-conv ns-simulated ns-goal4 ns-vit ridge ns-reference ns-figure wind diabetes digits digits-vit boston growth-fixes transfer; do
                     "$0" "$s"; done ;;
   *) sed -n 2,10p "$0"; exit 2 ;;
 esac
