@@ -126,8 +126,39 @@ def test_continue_resumes_bitwise_after_growth_end(tmp_path, heat_paper_file):
     assert kinds(_lines(tmp_path / "killed", "events.jsonl")) == kinds(ref_events)
 
 
+def test_first_phase_epochs_delays_the_first_insertion(tmp_path, heat_paper_file):
+    """``first_phase_epochs = F``: the first insertion at epoch F, the next after ``phase_epochs`` more;
+    the phase length is in the checkpointed state, so a run stopped after the first insertion resumes
+    to the same run."""
+
+    class Stopping(Trainer):
+        def _checkpoint(self) -> None:
+            super()._checkpoint()
+            if self.state.epoch == 15:   # in phase 1, after the first insertion
+                raise _Stopped
+
+    cfg = _cfg("random_insertion", "continue", max_layers=2)
+    cfg.train.first_phase_epochs, cfg.train.phase_epochs = 14, 4
+    ref = Trainer(cfg, heat_paper_file, tmp_path / "ref")
+    summary = ref.run()
+    events = _lines(tmp_path / "ref", "events.jsonl")
+    assert [(e["kind"], e["epoch"]) for e in events] == [("growth", 14), ("growth", 18), ("growth_end", 22)]
+    assert summary["epochs"] == MAX
+    cfg.run.checkpoint_every = 5
+    with pytest.raises(_Stopped):
+        Stopping(cfg, heat_paper_file, tmp_path / "killed").run()
+    Trainer(cfg, heat_paper_file, tmp_path / "killed", resume=True).run()
+    assert [(e["kind"], e["epoch"]) for e in _lines(tmp_path / "killed", "events.jsonl")] == \
+        [(e["kind"], e["epoch"]) for e in events]
+    a, b = _weights(tmp_path / "ref"), _weights(tmp_path / "killed")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
 def test_after_growth_is_checked(tmp_path):
     from pdegrow.errors import PdegrowError
 
     with pytest.raises(PdegrowError, match="after_growth"):
         _cfg("fixed", "forever")
+    with pytest.raises(PdegrowError, match="first_phase_epochs"):
+        build_config({"train": {"first_phase_epochs": -1}}, "test")

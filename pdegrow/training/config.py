@@ -95,6 +95,7 @@ class OptimConfig:
 class TrainConfig:
     max_epochs: int = 500                  # whole run
     phase_epochs: int = 200                # at most per growth phase
+    first_phase_epochs: int = 0            # at most for the first phase (before any growth; 0: phase_epochs)
     patience: int = 30                     # epochs without validation improvement → plateau
     min_delta: float = 1e-4                # relative improvement that counts
     restore_best: bool = True              # at a phase end, go back to its best validation weights
@@ -155,6 +156,7 @@ RULES: dict[tuple[str, str], tuple[Any, str]] = {
     ("optim", "lr"): _POSITIVE, ("optim", "weight_decay"): _NON_NEGATIVE,
     ("optim", "batch_size"): _POSITIVE, ("optim", "step_size"): _POSITIVE, ("optim", "gamma"): _POSITIVE,
     ("train", "max_epochs"): _POSITIVE, ("train", "phase_epochs"): _POSITIVE,
+    ("train", "first_phase_epochs"): _NON_NEGATIVE,
     ("train", "patience"): _POSITIVE, ("train", "min_delta"): _NON_NEGATIVE,
     ("train", "supervised_weight"): _NON_NEGATIVE, ("train", "posterior_weight"): _NON_NEGATIVE,
     ("regularizers", "physics_weight"): _NON_NEGATIVE,

@@ -102,7 +102,7 @@ class Trainer:
         self.keep_groups = cfg.data.noisy_copies > 0
         self.shuffle = torch.Generator().manual_seed(cfg.run.seed + 1)
         self.strategy_gen = torch.Generator().manual_seed(cfg.run.seed + 2)
-        self.state = TrainingState(max_phase_epochs=cfg.train.phase_epochs)
+        self.state = TrainingState(max_phase_epochs=cfg.train.first_phase_epochs or cfg.train.phase_epochs)
         self.events: list[GrowthEvent] = []
         self.best_snapshot: dict[str, torch.Tensor] | None = None
         self.model = build_model(cfg, self.data).to(self.device, self.dtype)
@@ -358,6 +358,7 @@ class Trainer:
         s = self.state
         s.phase += 1
         s.phase_epoch = 0
+        s.max_phase_epochs = self.cfg.train.phase_epochs   # after the first phase (train.first_phase_epochs)
         s.epochs_since_improvement = 0
         s.plateau = False
         s.phase_best_val = self.evaluate_split(self.data.val)["loss"]
