@@ -6,7 +6,7 @@
 #   bash experiments/run_studies.sh data          # generate / derive every data set (once)
 #   bash experiments/run_studies.sh STUDY         # heat-paper heat-posterior heat-ordering heat-lc heat-tta heat-sensors50 heat-sensors50-regimes heat-default ns-sensors ns-full
 #                                                 # ns-full-wide ns-conv ns-simulated ridge ns-reference ns-figure diabetes digits transfer
-#                                                 # boston growth-fixes ns-vit digits-vit wind ns-goal4
+#                                                 # boston growth-fixes ns-vit digits-vit wind ns-goal4 ns-skip
 #   bash experiments/run_studies.sh all           # every study
 set -euo pipefail
 BIN=${PDEGROW_BIN:-.venv/bin}
@@ -105,6 +105,11 @@ case "${1:-help}" in
                     --metrics rel_error_target --pairs topological_insertion:fixed-same-size \
                     topological_insertion-early:fixed-same-size topological_insertion-early:topological_insertion
                 "$BIN/python" experiments/dead_units.py runs/study-ns-goal4/runs/*/topological_insertion/seed-* ;;
+  ns-skip)      compare study-ns-skip      # the goal-4 networks on a frozen ridge skip path
+                "$BIN/python" experiments/paired_tests.py runs/study-ns-skip --datasets T0_2 T1 T5 \
+                    --metrics rel_error_target --pairs topological_insertion:fixed-same-size \
+                    topological_insertion-early:fixed-same-size
+                "$BIN/python" experiments/ns_skip_ridge_only.py runs/study-ns-skip/runs/*/*/seed-* ;;
   ns-full-wide) compare study-ns-full-wide ;;
   ns-vit)       compare study-ns-vit ;;
   ridge)        "$BIN/python" experiments/ridge_reference.py ;;
@@ -152,7 +157,7 @@ case "${1:-help}" in
   transfer)     "$BIN/python" experiments/transfer_study.py --out runs/study-transfer --workers "$NP"
                 "$BIN/python" experiments/transfer_study.py --model conv --out runs/study-transfer-conv --workers "$NP"
                 "$BIN/python" experiments/transfer_study.py --model heat --out runs/study-transfer-heat --workers "$NP" ;;
-  all)          for s in heat-paper heat-posterior heat-ordering heat-lc heat-tta heat-sensors50 heat-sensors50-regimes heat-default ns-sensors ns-full ns-full-wide ns-conv ns-simulated ns-goal4 ns-vit ridge ns-reference ns-figure wind diabetes digits digits-vit boston growth-fixes transfer; do
+  all)          for s in heat-paper heat-posterior heat-ordering heat-lc heat-tta heat-sensors50 heat-sensors50-regimes heat-default ns-sensors ns-full ns-full-wide ns-conv ns-simulated ns-goal4 ns-skip ns-vit ridge ns-reference ns-figure wind diabetes digits digits-vit boston growth-fixes transfer; do
                     "$0" "$s"; done ;;
   *) sed -n 2,10p "$0"; exit 2 ;;
 esac
