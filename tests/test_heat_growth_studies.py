@@ -21,7 +21,7 @@ PAIRS = [
     ("study-heat-paper-ordering.toml", "topological-x3", "fixed-depth4"),
     ("study-heat-paper-ordering.toml", "random-x3", "fixed-depth4"),
     ("study-heat-sensors50-regimes.toml", "topological_insertion", "fixed-same-size"),
-    ("study-heat-sensors50-regimes.toml", "topological-x4", "fixed-depth5"),
+    ("study-heat-sensors50-depth5.toml", "topological-x4", "fixed-depth5"),
 ]
 
 
@@ -42,6 +42,19 @@ def test_grown_row_ends_at_its_fixed_row(study: str, grown: str, fixed: str) -> 
         assert g["growth"].get("fraction", 0.0) == 0.0   # every unit of an inserted block alive
         # the phases place every insertion before the end of training
         assert g["train"]["phase_epochs"] * g["growth"]["max_layers"] < g["train"]["max_epochs"]
+
+
+@pytest.mark.parametrize(("study", "grown"), [("study-heat-sensors50-regimes.toml", "topological_insertion"),
+                                              ("study-heat-sensors50-depth5.toml", "topological-x4")])
+def test_sensors50_grown_rows_train_every_epoch(study: str, grown: str) -> None:
+    """Goal 5's grown rows train as many epochs as their fixed rows: a run that stops one phase after its
+    last insertion ends at phase_epochs · (max_layers + 1), so either that is max_epochs or the row trains
+    on to max_epochs (`after_growth = "continue"`)."""
+    cfg = load_compare_config(ROOT / "experiments" / study)
+    for run in (r.config for r in cfg.runs if r.strategy == grown):
+        train, layers = run["train"], run["growth"]["max_layers"]
+        assert (train["after_growth"] == "continue"
+                or train["phase_epochs"] * (layers + 1) == train["max_epochs"]), (study, train)
 
 
 def test_regime_map_varies_only_the_simulated_inputs() -> None:
