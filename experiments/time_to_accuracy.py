@@ -10,7 +10,7 @@ last columns are the whole run's CPU time over the baseline's whole run (median)
 of the metric (``result.json``, mean ± std over the runs). Wall times come from one shared, loaded
 machine; CPU time (``time.process_time``) is what the run itself used, less sensitive to the load but
 not free of it (a busy core runs slower per instruction). ``--per-seed`` lists the ratios seed by seed.
-Runs made before ``cpu_s`` existed show "–" in the CPU columns.
+Runs made before ``cpu_s`` existed show "–" in the CPU columns; runs still training are left out.
 
     python experiments/time_to_accuracy.py runs/study-heat-paper-posterior --baseline fixed-same-size
     python experiments/time_to_accuracy.py runs/study-heat-paper-lc --baseline fixed \
@@ -75,6 +75,13 @@ def final_test(run: Path, metric: str) -> float:
     return float(json.loads(path.read_text()).get("test", {}).get(metric, float("nan")))
 
 
+def finished(run: Path) -> bool:
+    """A run that ended (``result.json`` of a compare run or ``summary.json``) and has its metrics; runs
+    still training are left out, their best and their reach can still change."""
+    ends = ("result.json", "summary.json")
+    return (run / "metrics.jsonl").is_file() and any((run / f).is_file() for f in ends)
+
+
 def first_reaching(metrics: list[dict], key: str, target: float) -> dict | None:
     return next((r for r in metrics if r.get(key) is not None and r[key] <= target), None)
 
@@ -92,15 +99,14 @@ def first_growth_epoch(run: Path) -> int | None:
 def reach_table(study: Path, dataset: str, baseline: str, key: str) -> list[Reach]:
     """One :class:`Reach` per strategy of ``study/runs/DATASET`` (the baseline first)."""
     root = study / "runs" / dataset
-    base_runs = {r.name: r for r in sorted(root.glob(f"{baseline}/seed-*"))
-                 if (r / "metrics.jsonl").is_file()}
+    base_runs = {r.name: r for r in sorted(root.glob(f"{baseline}/seed-*")) if finished(r)}
     strategies = sorted({r.parent.name for r in root.glob("*/seed-*")} - {baseline})
     out = []
     for strat in [baseline, *strategies]:
         reach = Reach(dataset, strat, 0, [], [], [], [])
         for seed, base in base_runs.items():
             run = root / strat / seed
-            if not (run / "metrics.jsonl").is_file():
+            if not finished(run):
                 continue
             base_rows = rows(base)
             valid = [r for r in base_rows if r.get(key) is not None]

@@ -68,3 +68,14 @@ def test_runs_without_cpu_time_print_a_dash(tmp_path: Path) -> None:
     (base,) = tta.reach_table(tmp_path, "n1", "fixed", "val_rel_error_field")
     assert base.epochs == [2]
     assert "| 2 (1.00×) | – |" in tta.table_row(base, "fixed")
+
+
+def test_runs_still_training_are_left_out(tmp_path: Path) -> None:
+    write_run(tmp_path, "fixed", 0, [0.9, 0.5], [1, 2], [1, 2])
+    running = write_run(tmp_path, "grow", 0, [0.9, 0.4], [1, 2], [1, 2])
+    (running / "result.json").unlink()
+    unfinished_base = write_run(tmp_path, "fixed", 1, [0.9, 0.8], [1, 2], [1, 2])
+    (unfinished_base / "result.json").unlink()
+    write_run(tmp_path, "grow", 1, [0.9, 0.4], [1, 2], [1, 2])
+    table = {r.strategy: r for r in tta.reach_table(tmp_path, "n1", "fixed", "val_rel_error_field")}
+    assert table["fixed"].runs == 1 and table["grow"].runs == 0
