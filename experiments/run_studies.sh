@@ -59,7 +59,7 @@ case "${1:-help}" in
                     --pairs topological_insertion:fixed-same-size
                 compare study-heat-sensors50-depth5
                 "$BIN/python" experiments/paired_tests.py runs/study-heat-sensors50-depth5 \
-                    --datasets sim20000 --pairs topological-x4:fixed-depth5 ;;
+                    --datasets sim20000 sim10000 --pairs topological-x4:fixed-depth5 ;;
   heat-sensors50) "$BIN/pdegrow" reference datasets/heat-sensors50-1050.h5 --method map --n-train 500 --n-val 50 \
                     --n-test 500 --threads 1 --no-progress --overwrite
                 compare study-heat-sensors50
