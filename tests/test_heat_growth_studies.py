@@ -22,6 +22,7 @@ PAIRS = [
     ("study-heat-paper-ordering.toml", "random-x3", "fixed-depth4"),
     ("study-heat-sensors50-regimes.toml", "topological_insertion", "fixed-same-size"),
     ("study-heat-sensors50-depth5.toml", "topological-x4", "fixed-depth5"),
+    ("study-heat-sensors50-depth5.toml", "random-x4", "fixed-depth5"),
 ]
 
 
@@ -45,7 +46,8 @@ def test_grown_row_ends_at_its_fixed_row(study: str, grown: str, fixed: str) -> 
 
 
 @pytest.mark.parametrize(("study", "grown"), [("study-heat-sensors50-regimes.toml", "topological_insertion"),
-                                              ("study-heat-sensors50-depth5.toml", "topological-x4")])
+                                              ("study-heat-sensors50-depth5.toml", "topological-x4"),
+                                              ("study-heat-sensors50-depth5.toml", "random-x4")])
 def test_sensors50_grown_rows_train_every_epoch(study: str, grown: str) -> None:
     """Goal 5's grown rows train as many epochs as their fixed rows: a run that stops one phase after its
     last insertion ends at phase_epochs · (max_layers + 1), so either that is max_epochs or the row trains
