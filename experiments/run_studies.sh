@@ -79,7 +79,8 @@ case "${1:-help}" in
                     layerwise-srl:fixed topological_insertion:fixed random_insertion:fixed \
                     layerwise-srl-short:layerwise-srl layerwise-srl-patience:layerwise-srl \
                     layerwise-nosrl:layerwise-srl topological-early:topological_insertion \
-                    layerwise-srl-nophysics:layerwise-srl topological-sample4:topological_insertion ;;
+                    layerwise-srl-nophysics:layerwise-srl topological-sample4:topological_insertion \
+                    topological-early-sample4:topological-early ;;
   heat-lc)      [ -f datasets/heat-paper-5560.h5 ] || "$BIN/pdegrow" generate heat --preset paper \
                     --n-samples 5560 --seed 0 --out datasets/heat-paper-5560.h5 --no-progress
                 [ -f datasets/heat-paper-5560.reference-map.h5 ] || "$BIN/pdegrow" reference \
