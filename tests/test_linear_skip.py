@@ -139,6 +139,10 @@ def test_ridge_skip_run_round_trips_through_model_pt(tmp_path):
     want = pm.fields(pm.predict(obs))["vorticity_0"]
     head_only = pm.model.head(pm.model.states(pm.network_input(obs))[-1])
     assert float(head_only.detach().abs().max()) > 0                               # f_θ trained
+    from pdegrow.training.evaluate import layer_predictions, load_trained, predict
+
+    trained = load_trained(run)                       # the report's per-layer fields include the skip
+    np.testing.assert_array_equal(layer_predictions(trained, obs)[-1][1], predict(trained, obs))
     assert main(["export", str(run)]) == 0
     got = torch.jit.load(str(run / "model.torchscript.pt"))(torch.as_tensor(obs)).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
