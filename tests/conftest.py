@@ -116,6 +116,27 @@ def kill_and_resume(args: list[str], tmp_path: Path, min_parts: int = 3) -> tupl
     return n_parts, generated
 
 
+class StoppedAtCheckpoint(Exception):
+    """Raised by :func:`checkpoint_recorder`'s trainer right after the checkpoint at ``stop_at``."""
+
+
+def checkpoint_recorder(saved: list[int]) -> type:
+    """A ``Trainer`` that appends the epoch of every checkpoint it writes to ``saved`` and, when the epoch
+    equals its ``stop_at``, raises :class:`StoppedAtCheckpoint` right after writing it (a kill)."""
+    from pdegrow.training.trainer import Trainer
+
+    class Recording(Trainer):
+        stop_at: int | None = None
+
+        def _checkpoint(self) -> None:
+            super()._checkpoint()
+            saved.append(self.state.epoch)
+            if self.state.epoch == self.stop_at:
+                raise StoppedAtCheckpoint
+
+    return Recording
+
+
 @pytest.fixture(scope="session")
 def heat_paper_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small data set of the papers' heat setting (9×9 mesh, 12 KL modes, 10 sensors)."""

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import StoppedAtCheckpoint, checkpoint_recorder
 
 from pdegrow.training.config import build_config
 from pdegrow.training.runfiles import load_run_file
@@ -79,8 +80,7 @@ def test_fixed_with_continue_ignores_phase_end(tmp_path, heat_paper_file):
     assert end["reason"] == "the strategy proposed no further change"
 
 
-class _Stopped(Exception):
-    pass
+_Stopped = StoppedAtCheckpoint
 
 
 def test_continue_resumes_bitwise_after_growth_end(tmp_path, heat_paper_file):
@@ -88,18 +88,10 @@ def test_continue_resumes_bitwise_after_growth_end(tmp_path, heat_paper_file):
     growth end's checkpoint resumes to bitwise the same weights and metrics and asks for no proposal
     again (one ``growth_end`` event: the flag is in the checkpointed training state)."""
 
-    class Recording(Trainer):
-        stop_at: int | None = None
-
-        def _checkpoint(self) -> None:
-            super()._checkpoint()
-            saved.append(self.state.epoch)
-            if self.state.epoch == self.stop_at:
-                raise _Stopped
-
     cfg = _cfg("topological_insertion", "continue", max_layers=2)
     cfg.train.patience = 2      # a plateau would end the last phase early if growth were asked again
     saved: list[int] = []
+    Recording = checkpoint_recorder(saved)
     ref = Recording(cfg, heat_paper_file, tmp_path / "ref")
     ref.run()
     ref_events = _lines(tmp_path / "ref", "events.jsonl")

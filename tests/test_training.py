@@ -12,7 +12,14 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, conv_fields_config, run_cli, write_shifted_vorticity
+from conftest import (
+    ROOT,
+    StoppedAtCheckpoint,
+    checkpoint_recorder,
+    conv_fields_config,
+    run_cli,
+    write_shifted_vorticity,
+)
 
 from pdegrow.cli import main
 from pdegrow.contract import create_dataset_file, mark_complete
@@ -180,8 +187,7 @@ def test_kill_and_resume_gives_bitwise_same_weights(tmp_path, heat_paper_file):
     assert [strip(r) for r in rows_ref] == [strip(r) for r in rows_res]
 
 
-class _Stopped(Exception):
-    pass
+_Stopped = StoppedAtCheckpoint
 
 
 def test_checkpoints_at_growth_and_end_resume_bitwise(tmp_path, heat_paper_file):
@@ -191,18 +197,10 @@ def test_checkpoints_at_growth_and_end_resume_bitwise(tmp_path, heat_paper_file)
     from pdegrow.training.config import load_config
     from pdegrow.training.trainer import Trainer
 
-    class Recording(Trainer):
-        stop_at: int | None = None
-
-        def _checkpoint(self) -> None:
-            super()._checkpoint()
-            saved.append(self.state.epoch)
-            if self.state.epoch == self.stop_at:
-                raise _Stopped
-
     cfg = load_config(_config(tmp_path, max_epochs=30, phase_epochs=8))
     cfg.run.checkpoint_every, cfg.run.checkpoint_seconds = 0, 1e9
     saved: list[int] = []
+    Recording = checkpoint_recorder(saved)
     ref = Recording(cfg, heat_paper_file, tmp_path / "ref")
     ref.run()
     growth_epochs = [e.epoch for e in ref.events]
