@@ -357,12 +357,8 @@ class Trainer:
         self.strategy.after_growth(self.ctx, event)
         s = self.state
         s.phase += 1
-        s.phase_epoch = 0
         s.max_phase_epochs = self.cfg.train.phase_epochs   # after the first phase (train.first_phase_epochs)
-        s.epochs_since_improvement = 0
-        s.plateau = False
-        s.phase_best_val = self.evaluate_split(self.data.val)["loss"]
-        self._snapshot()
+        self._restart_phase()
         self.terms = self._active_terms()
         log.info("growth event %d at epoch %d: %s", len(self.events), s.epoch, event.where)
         return True
@@ -383,6 +379,12 @@ class Trainer:
                                    "epochs_left": self.cfg.train.max_epochs - s.epoch})
         log.info("growth ended at epoch %d (%s): training the final network to epoch %d", s.epoch, reason,
                  self.cfg.train.max_epochs)
+        self._restart_phase()
+
+    def _restart_phase(self) -> None:
+        """Start counting a new phase from the current weights: no epochs, no plateau, its best
+        validation loss (and snapshot) those of the weights it starts from."""
+        s = self.state
         s.phase_epoch = 0
         s.epochs_since_improvement = 0
         s.plateau = False
